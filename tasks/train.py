@@ -1,0 +1,132 @@
+"""Fine-tune with the transformers `Trainer`: per-epoch evaluation, best checkpoint by F1.
+
+Everything the Trainer does is decided by the config; nothing is reported to outside
+services from here (`report_to="none"`): the caller passes callbacks that log to the run
+it owns, so parallel jobs can never write into each other's MLflow runs.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from datasets import DatasetDict
+from transformers import (
+    DataCollatorWithPadding,
+    Trainer,
+    TrainerCallback,
+    TrainingArguments,
+    set_seed,
+)
+
+from tasks.config import FineTuneConfig
+from tasks.evaluation import trainer_metrics
+from tasks.model import load_model
+
+log = logging.getLogger(__name__)
+
+
+def cpu_has_native_bf16() -> bool:
+    """AMX or AVX512-BF16: the CPUs where bf16 autocast is faster than fp32."""
+    return bool(torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported())
+
+
+def use_bf16(setting: str) -> bool:
+    """Resolve the `bf16` setting: on CUDA ask the GPU, on CPU look for native bf16 units."""
+    if setting != "auto":
+        return setting == "on"
+    if torch.cuda.is_available():
+        return torch.cuda.is_bf16_supported()
+    return cpu_has_native_bf16()
+
+
+def training_arguments(config: FineTuneConfig, output_dir: Path) -> TrainingArguments:
+    """The seed recipe in `TrainingArguments` form, with evaluation and saving per epoch."""
+    bf16 = use_bf16(config.bf16)
+    return TrainingArguments(
+        output_dir=str(output_dir),
+        learning_rate=config.learning_rate,
+        per_device_train_batch_size=config.batch_size,
+        per_device_eval_batch_size=config.eval_batch_size,
+        num_train_epochs=config.num_epochs,
+        weight_decay=config.weight_decay,
+        warmup_steps=config.warmup_ratio,  # a float below 1 is a share of all steps
+        optim="adamw_torch",
+        seed=config.seed,
+        data_seed=config.seed,
+        eval_strategy="epoch",
+        save_strategy="epoch",
+        logging_strategy="epoch",
+        save_total_limit=1,
+        save_only_model=True,
+        load_best_model_at_end=True,
+        metric_for_best_model="f1",
+        greater_is_better=True,
+        bf16=bf16,
+        use_cpu=not torch.cuda.is_available(),
+        train_sampling_strategy="group_by_length" if config.group_by_length else "random",
+        report_to="none",
+        disable_tqdm=False,
+    )
+
+
+@dataclass
+class TrainResult:
+    """The trained Trainer (best checkpoint loaded) and what training measured."""
+
+    trainer: Trainer
+    history: list[dict]
+    train_seconds: float
+    train_samples_per_second: float
+    bf16: bool
+
+
+def train(
+    config: FineTuneConfig,
+    model_path: str,
+    tokenizer,
+    datasets: DatasetDict,
+    label_names: list[str],
+    output_dir: Path,
+    callbacks: list[TrainerCallback] | None = None,
+) -> TrainResult:
+    """Fine-tune on `train`, evaluate on `validation` each epoch, keep the best by F1."""
+    set_seed(config.seed)
+    model = load_model(model_path, label_names)
+    args = training_arguments(config, output_dir)
+    columns = ["input_ids", "attention_mask", "token_type_ids", "label"]
+    train_set, eval_set = (
+        datasets[split].select_columns([c for c in columns if c in datasets[split].column_names])
+        for split in ("train", "validation")
+    )
+    trainer = Trainer(
+        model=model,
+        args=args,
+        train_dataset=train_set,
+        eval_dataset=eval_set,
+        processing_class=tokenizer,
+        data_collator=DataCollatorWithPadding(tokenizer),
+        compute_metrics=trainer_metrics(len(label_names)),
+        callbacks=callbacks or [],
+    )
+    log.info(
+        "training %d examples for %d epoch(s), lr %g, batch %d, bf16 %s",
+        len(train_set),
+        config.num_epochs,
+        config.learning_rate,
+        config.batch_size,
+        args.bf16,
+    )
+    start = time.perf_counter()
+    output = trainer.train()
+    seconds = time.perf_counter() - start
+    return TrainResult(
+        trainer=trainer,
+        history=list(trainer.state.log_history),
+        train_seconds=seconds,
+        train_samples_per_second=float(output.metrics["train_samples_per_second"]),
+        bf16=args.bf16,
+    )

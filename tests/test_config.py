@@ -1,0 +1,53 @@
+from pathlib import Path
+
+import pytest
+
+from tasks.config import ConfigError, FineTuneConfig, build_config
+
+
+def test_defaults_are_the_seed_recipe():
+    config = FineTuneConfig()
+    assert config.learning_rate == 5e-5
+    assert config.batch_size == 8
+    assert config.num_epochs == 3
+    assert config.weight_decay == 0.0
+    assert config.seed == 42
+    assert config.max_length > 0
+
+
+@pytest.mark.parametrize(
+    ("setting", "value", "field"),
+    [
+        ("learning_rate", 0, "learning_rate"),
+        ("learning_rate", -1e-5, "learning_rate"),
+        ("num_epochs", 0, "num_epochs"),
+        ("batch_size", 0, "batch_size"),
+        ("max_length", -3, "max_length"),
+        ("bf16", "maybe", "bf16"),
+        ("no_such_setting", 1, "no_such_setting"),
+    ],
+)
+def test_invalid_values_fail_with_the_setting_named(setting, value, field):
+    with pytest.raises(ConfigError, match=field):
+        build_config(overrides={setting: value})
+
+
+def test_yaml_then_overrides(tmp_path: Path):
+    path = tmp_path / "run.yaml"
+    path.write_text("learning_rate: 2.0e-5\nnum_epochs: 2\nlabel_names: a,b\n")
+    config = build_config(path, {"num_epochs": 4})
+    assert config.learning_rate == 2e-5
+    assert config.num_epochs == 4
+    assert config.label_names == ["a", "b"]
+
+
+def test_missing_config_file_is_reported(tmp_path: Path):
+    with pytest.raises(ConfigError, match="config file not found"):
+        build_config(tmp_path / "absent.yaml")
+
+
+def test_pair_column_none_means_single_sentence():
+    config = FineTuneConfig(text_pair_column="none")
+    assert config.text_pair_column is None
+    assert not config.pair_column_is_default
+    assert FineTuneConfig().pair_column_is_default
