@@ -42,9 +42,19 @@ def load_tokenizer(model_path: str):
 
 
 def tokenizer_identity(tokenizer) -> str:
-    """A digest of everything that decides the token ids."""
+    """A digest of everything that decides the token ids.
+
+    The fast tokenizer's serialisation also holds the truncation/padding state of its last
+    call; that state is dropped so the identity does not change once the tokenizer is used.
+    """
     backend = getattr(tokenizer, "backend_tokenizer", None)
-    text = backend.to_str() if backend is not None else json.dumps(tokenizer.get_vocab())
+    if backend is None:
+        state = {"vocab": tokenizer.get_vocab()}
+    else:
+        state = json.loads(backend.to_str())
+        state.pop("truncation", None)
+        state.pop("padding", None)
+    text = json.dumps(state, sort_keys=True)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
