@@ -7,9 +7,7 @@ Bad input (settings, data, model, tracking store) is refused before an MLflow ru
 
 from __future__ import annotations
 
-import argparse
 import shutil
-import signal
 import sys
 
 from prefect import flow, get_run_logger, task
@@ -17,11 +15,10 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NONE
 from prefect.runtime import flow_run
 
+from flows.cli import BAD_INPUT, run_command
 from tasks import data, evaluation, model, tokenization, tracking, train
-from tasks.config import ConfigError, FineTuneConfig, add_config_arguments, config_from_args
+from tasks.config import FineTuneConfig, config_from_args, config_parser
 from tasks.reporting import run_summary_markdown
-
-BAD_INPUT = (ConfigError, data.DataError, model.ModelError, tracking.TrackingError)
 
 
 def _retry_unless_bad_input(task_, task_run, state) -> bool:
@@ -64,8 +61,16 @@ def _flow_run_name() -> str:
 
 
 @flow(name="fine-tune", flow_run_name=_flow_run_name)
-def fine_tune(config: FineTuneConfig | None = None) -> dict:
-    """Fine-tune a text classifier on one data set and record everything in MLflow."""
+def fine_tune(
+    config: FineTuneConfig | None = None,
+    parent_run_id: str | None = None,
+    tags: dict[str, str] | None = None,
+) -> dict:
+    """Fine-tune a text classifier on one data set and record everything in MLflow.
+
+    `parent_run_id` nests the MLflow run under another (a search's study run), `tags` are
+    added to the run.
+    """
     config = config or FineTuneConfig()
     client = tracking.connect(config.tracking_uri)
     model_path = resolve_model(config.model_name_or_path)
@@ -73,8 +78,14 @@ def fine_tune(config: FineTuneConfig | None = None) -> dict:
     tokenizer = tokenization.load_tokenizer(model_path)
     tokenized = tokenize(dataset, tokenizer, config.max_length, config.cache_dir)
 
-    tags = {"finetrack.flow": "fine-tune", "finetrack.data_fingerprint": dataset.fingerprint}
-    with tracking.tracked_run(client, config.experiment_name, config.run_name, tags) as run_id:
+    tags = {
+        "finetrack.flow": "fine-tune",
+        "finetrack.data_fingerprint": dataset.fingerprint,
+        **(tags or {}),
+    }
+    with tracking.tracked_run(
+        client, config.experiment_name, config.run_name, tags, parent_run_id
+    ) as run_id:
         params = {
             **config.params(),
             "model_path": model_path,
@@ -136,30 +147,15 @@ def fine_tune(config: FineTuneConfig | None = None) -> dict:
     return summary
 
 
-def _raise_keyboard_interrupt(signum, frame):
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point: flags or a YAML file, then the flow."""
-    parser = argparse.ArgumentParser(
-        prog="python -m flows.fine_tune",
-        description="Fine-tune a Hugging Face text classifier and track it in MLflow.",
+    parser = config_parser(
+        "python -m flows.fine_tune",
+        "Fine-tune a Hugging Face text classifier and track it in MLflow.",
+        FineTuneConfig,
     )
-    add_config_arguments(parser)
     args = parser.parse_args(argv)
-    try:
-        config = config_from_args(args)
-    except ConfigError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
-    try:
-        fine_tune(config)
-    except BAD_INPUT as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    return 0
+    return run_command(lambda: config_from_args(args), fine_tune)
 
 
 if __name__ == "__main__":

@@ -9,12 +9,20 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 PACKAGED_MODEL = "packaged:all-MiniLM-L6-v2"
+ModelT = TypeVar("ModelT", bound=BaseModel)
 
 
 class ConfigError(ValueError):
@@ -84,7 +92,9 @@ class FineTuneConfig(BaseModel):
     run_name: str | None = Field(None, description="MLflow run name (default: generated).")
     log_model: bool = Field(True, description="Log the fine-tuned model to MLflow.")
     registered_model_name: str | None = Field(
-        None, description="Register the logged model under this name in the Model Registry."
+        None,
+        description="Register the logged model under this name in the Model Registry "
+        "(a search registers its winner under this name, default 'finetrack').",
     )
 
     @field_validator("text_pair_column", mode="before")
@@ -127,24 +137,157 @@ def format_validation_error(error: ValidationError) -> str:
     return "invalid configuration:\n" + "\n".join(lines)
 
 
+class FloatRange(BaseModel):
+    """A float search range; written `low,high` or `low,high,log` on the command line."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    low: float
+    high: float
+    log: bool = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_text(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            low, high, *scale = (part.strip() for part in value.split(","))
+            return {"low": low, "high": high, "log": scale == ["log"]}
+        return value
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> FloatRange:
+        if not self.low < self.high:
+            raise ValueError(f"empty or inverted range: low {self.low} must be below {self.high}")
+        if self.log and self.low <= 0:
+            raise ValueError("a log-scale range needs low > 0")
+        return self
+
+
+class IntRange(FloatRange):
+    """An integer search range (both ends included)."""
+
+    low: int
+    high: int
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> IntRange:
+        if self.low > self.high:
+            raise ValueError(f"inverted range: low {self.low} is above high {self.high}")
+        return self
+
+
+class SearchConfig(BaseModel):
+    """An Optuna study over FineTuneConfig settings; the space is checked before any trial."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    train: FineTuneConfig = Field(
+        default_factory=FineTuneConfig, description="Settings shared by all trials."
+    )
+    study_name: str = Field("finetrack-search", description="Optuna study (resumed if it exists).")
+    storage: str | None = Field(
+        None, description="Optuna RDB URL; unset: $OPTUNA_STORAGE or sqlite:///optuna.db."
+    )
+    n_trials: int = Field(8, ge=1, description="Finished trials wanted in the study in total.")
+    direction: Literal["maximize", "minimize"] = Field("maximize", description="Goal.")
+    objective_metric: Literal["eval_f1", "eval_accuracy", "eval_loss"] = Field(
+        "eval_f1", description="Validation metric the study optimises (best epoch)."
+    )
+    sampler: Literal["tpe", "random"] = Field("tpe", description="Sampler, seeded by train.seed.")
+    pruner: Literal["median", "hyperband", "none"] = Field(
+        "median", description="Pruner of trials that fall behind after an epoch."
+    )
+    learning_rate_range: FloatRange = Field(
+        FloatRange(low=1e-5, high=1e-4, log=True),
+        description="Learning-rate range; add ',log' for log scale (the default range is).",
+    )
+    num_epochs_range: IntRange = Field(IntRange(low=1, high=5), description="Epochs range.")
+    batch_size_choices: list[int] | None = Field(
+        None, description="Batch sizes to try, e.g. 8,16,32 (unset: train.batch_size)."
+    )
+    warmup_ratio_range: FloatRange | None = Field(None, description="Warm-up share range.")
+    weight_decay_range: FloatRange | None = Field(None, description="Weight-decay range.")
+    heartbeat_interval: int = Field(
+        30, ge=1, description="Seconds between trial heartbeats in the storage."
+    )
+    grace_period: int = Field(
+        120, ge=2, description="A RUNNING trial silent this long (crashed worker) is marked FAIL."
+    )
+    finalize: bool = Field(
+        True,
+        description="After the study, confirm the best configurations and register the winner "
+        "(false for extra workers that only add trials).",
+    )
+    confirm_top_k: int = Field(
+        2, ge=0, description="Retrain the best K configurations over several seeds (0: off)."
+    )
+    confirm_seeds: int = Field(3, ge=1, description="Seeds per confirmed configuration.")
+    promotion_margin: float = Field(
+        0.0, ge=0, description="Validation F1 the new model must gain over the champion."
+    )
+
+    @field_validator("batch_size_choices", mode="before")
+    @classmethod
+    def _split_choices(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
+    @field_validator("batch_size_choices")
+    @classmethod
+    def _positive_choices(cls, value: list[int] | None) -> list[int] | None:
+        if value is not None and (not value or min(value) <= 0):
+            raise ValueError("batch sizes must be a non-empty list of positive integers")
+        return value
+
+    @model_validator(mode="after")
+    def _ranges_fit(self) -> SearchConfig:
+        if not self.learning_rate_range.high < 1:
+            raise ValueError("learning_rate_range must stay below 1")
+        if self.num_epochs_range.low < 1:
+            raise ValueError("num_epochs_range must start at 1 or more")
+        for name in ("warmup_ratio_range", "weight_decay_range"):
+            bounds = getattr(self, name)
+            if bounds is not None and bounds.low < 0:
+                raise ValueError(f"{name} must not be negative")
+        if self.warmup_ratio_range is not None and self.warmup_ratio_range.high >= 1:
+            raise ValueError("warmup_ratio_range must stay below 1")
+        return self
+
+    def space(self) -> dict[str, Any]:
+        """The search space as plain data (logged, and compared when a study is resumed)."""
+        names = ("learning_rate_range", "num_epochs_range", "batch_size_choices")
+        extra = ("warmup_ratio_range", "weight_decay_range")
+        dumped = self.model_dump(include={*names, *extra})
+        return {key: value for key, value in dumped.items() if value is not None}
+
+
+def read_yaml(config_file: Path | str | None) -> dict[str, Any]:
+    """Settings from a YAML mapping (empty without a file)."""
+    if config_file is None:
+        return {}
+    path = Path(config_file)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of settings")
+    return loaded
+
+
+def validated(model: type[ModelT], values: dict[str, Any]) -> ModelT:
+    """Build a config object; every problem is listed in one ConfigError."""
+    try:
+        return model(**values)
+    except ValidationError as error:
+        raise ConfigError(format_validation_error(error)) from None
+
+
 def build_config(
     config_file: Path | str | None = None, overrides: dict[str, Any] | None = None
 ) -> FineTuneConfig:
     """YAML file first, then overrides; raises ConfigError with every problem listed."""
-    values: dict[str, Any] = {}
-    if config_file is not None:
-        path = Path(config_file)
-        if not path.is_file():
-            raise ConfigError(f"config file not found: {path}")
-        loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"config file {path} must hold a mapping of settings")
-        values.update(loaded)
-    values.update(overrides or {})
-    try:
-        return FineTuneConfig(**values)
-    except ValidationError as error:
-        raise ConfigError(format_validation_error(error)) from None
+    return validated(FineTuneConfig, {**read_yaml(config_file), **(overrides or {})})
 
 
 def _cli_type(annotation: Any) -> Any:
@@ -161,25 +304,51 @@ def _parse_bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true/false, got {text!r}")
 
 
-def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+def add_config_arguments(
+    parser: argparse.ArgumentParser, model: type[BaseModel] = FineTuneConfig
+) -> None:
     """One `--flag` per config field, help text taken from the field description."""
-    parser.add_argument("--config", type=Path, help="YAML file with settings (flags win).")
-    for name, field in FineTuneConfig.model_fields.items():
-        parser.add_argument(
+    group = parser.add_argument_group(f"{model.__name__} settings")
+    for name, field in model.model_fields.items():
+        if isinstance(field.annotation, type) and issubclass(field.annotation, FineTuneConfig):
+            continue
+        default = field.default_factory() if field.default_factory else field.default
+        group.add_argument(
             "--" + name.replace("_", "-"),
             dest=name,
             type=_cli_type(field.annotation),
             default=None,
             metavar=name.upper(),
-            help=f"{field.description} [default: {field.default}]",
+            help=f"{field.description} [default: {default}]",
         )
 
 
-def config_from_args(namespace: argparse.Namespace) -> FineTuneConfig:
-    """Config from parsed flags: only flags the user gave override the YAML file."""
-    overrides = {
+def config_parser(prog: str, description: str, *models: type[BaseModel]) -> argparse.ArgumentParser:
+    """A parser with `--config FILE.yaml` and one flag per setting of each model."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("--config", type=Path, help="YAML file with settings (flags win).")
+    for model in models:
+        add_config_arguments(parser, model)
+    return parser
+
+
+def overrides_from_args(namespace: argparse.Namespace, model: type[BaseModel]) -> dict[str, Any]:
+    """Only the flags the user gave, so that they override the YAML file and nothing else."""
+    return {
         name: getattr(namespace, name)
-        for name in FineTuneConfig.model_fields
+        for name in model.model_fields
         if getattr(namespace, name, None) is not None
     }
-    return build_config(namespace.config, overrides)
+
+
+def config_from_args(namespace: argparse.Namespace) -> FineTuneConfig:
+    """FineTuneConfig from parsed flags over the `--config` YAML file."""
+    return build_config(namespace.config, overrides_from_args(namespace, FineTuneConfig))
+
+
+def search_config_from_args(namespace: argparse.Namespace) -> SearchConfig:
+    """SearchConfig from flags over YAML; training flags go into its `train` part."""
+    values = read_yaml(namespace.config)
+    train = {**values.get("train", {}), **overrides_from_args(namespace, FineTuneConfig)}
+    values.update(overrides_from_args(namespace, SearchConfig), train=train)
+    return validated(SearchConfig, values)

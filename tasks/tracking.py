@@ -83,12 +83,18 @@ def tracked_run(
     run_name: str | None = None,
     tags: dict[str, str] | None = None,
     parent_run_id: str | None = None,
+    resume_run_id: str | None = None,
 ) -> Iterator[str]:
-    """Create a run, yield its id, and always close it with the status that fits."""
+    """Create (or reopen) a run, yield its id, and always close it with the fitting status."""
     all_tags = dict(tags or {})
     if parent_run_id:
         all_tags["mlflow.parentRunId"] = parent_run_id
-    run = client.create_run(experiment_id(client, experiment), run_name=run_name, tags=all_tags)
+    if resume_run_id:
+        client.update_run(resume_run_id, status=RunStatus.to_string(RunStatus.RUNNING))
+        run = client.get_run(resume_run_id)
+    else:
+        exp_id = experiment_id(client, experiment)
+        run = client.create_run(exp_id, run_name=run_name, tags=all_tags)
     run_id = run.info.run_id
     log.info("MLflow run %s (%s) in experiment %r", run.info.run_name, run_id, experiment)
     try:

@@ -6,7 +6,7 @@ import sys
 import pytest
 
 from flows.fine_tune import main
-from tasks.config import config_from_args
+from tasks.config import FineTuneConfig, config_from_args, config_parser
 
 
 def test_help_lists_the_settings():
@@ -19,14 +19,9 @@ def test_help_lists_the_settings():
 
 
 def test_flags_override_yaml(tmp_path):
-    import argparse
-
-    from tasks.config import add_config_arguments
-
     path = tmp_path / "c.yaml"
     path.write_text("batch_size: 16\nlearning_rate: 1.0e-4\n")
-    parser = argparse.ArgumentParser()
-    add_config_arguments(parser)
+    parser = config_parser("test", "test", FineTuneConfig)
     config = config_from_args(parser.parse_args(["--config", str(path), "--batch-size", "4"]))
     assert config.batch_size == 4
     assert config.learning_rate == 1e-4

@@ -1,0 +1,183 @@
+"""Optuna pieces of the hyperparameter search: storage, sampler, pruner, space, pruning.
+
+The study lives in an RDB storage (SQLite file by default, any SQLAlchemy URL such as
+PostgreSQL), with heartbeats so that a trial whose worker died is marked FAIL and the
+study can be resumed or shared by several workers.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+from transformers import TrainerCallback
+
+from tasks.config import ConfigError, FineTuneConfig, SearchConfig
+
+log = logging.getLogger(__name__)
+
+DEFAULT_STORAGE = "sqlite:///optuna.db"
+COUNTED = (TrialState.COMPLETE, TrialState.PRUNED)
+SPACE_ATTR = "finetrack_space"
+
+
+def resolve_storage(configured: str | None) -> str:
+    """Config first, then $OPTUNA_STORAGE, then a SQLite file in the working folder."""
+    return configured or os.environ.get("OPTUNA_STORAGE") or DEFAULT_STORAGE
+
+
+def make_storage(
+    config: SearchConfig, on_stale_trial: Callable[[optuna.Study, FrozenTrial], None] | None
+) -> optuna.storages.RDBStorage:
+    """RDB storage with heartbeats; `on_stale_trial` runs for each trial found dead."""
+    url = resolve_storage(config.storage)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
+    return optuna.storages.RDBStorage(
+        url,
+        engine_kwargs=engine_kwargs,
+        heartbeat_interval=config.heartbeat_interval,
+        grace_period=config.grace_period,
+        heartbeat_stale_trial_callback=on_stale_trial,
+    )
+
+
+def make_sampler(config: SearchConfig) -> optuna.samplers.BaseSampler:
+    """Seeded sampler, so a study with the same settings proposes the same trials."""
+    if config.sampler == "random":
+        return optuna.samplers.RandomSampler(seed=config.train.seed)
+    return optuna.samplers.TPESampler(seed=config.train.seed, n_startup_trials=4)
+
+
+def make_pruner(config: SearchConfig) -> optuna.pruners.BasePruner:
+    """Pruner acting on the validation metric reported after every epoch."""
+    if config.pruner == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0)
+    if config.pruner == "hyperband":
+        return optuna.pruners.HyperbandPruner(
+            min_resource=1, max_resource=config.num_epochs_range.high, reduction_factor=3
+        )
+    return optuna.pruners.NopPruner()
+
+
+def open_study(
+    config: SearchConfig,
+    on_stale_trial: Callable[[optuna.Study, FrozenTrial], None] | None = None,
+    force: bool = False,
+) -> optuna.Study:
+    """Create or resume the study; a resumed study must have the same search space."""
+    study = optuna.create_study(
+        study_name=config.study_name,
+        storage=make_storage(config, on_stale_trial),
+        sampler=make_sampler(config),
+        pruner=make_pruner(config),
+        direction=config.direction,
+        load_if_exists=True,
+    )
+    space = json.dumps(config.space(), sort_keys=True)
+    stored = study.user_attrs.get(SPACE_ATTR)
+    if stored is None or force:
+        study.set_user_attr(SPACE_ATTR, space)
+    elif stored != space:
+        raise ConfigError(
+            f"study {config.study_name!r} exists with another search space ({stored}); "
+            "use another study name, or --force to continue it with the new space"
+        )
+    return study
+
+
+def suggest(trial: optuna.Trial, config: SearchConfig) -> dict[str, float | int]:
+    """The trial's hyperparameters, drawn from the configured space."""
+    lr, epochs = config.learning_rate_range, config.num_epochs_range
+    params: dict[str, float | int] = {
+        "learning_rate": trial.suggest_float("learning_rate", lr.low, lr.high, log=lr.log),
+        "num_epochs": trial.suggest_int("num_epochs", epochs.low, epochs.high),
+    }
+    if config.batch_size_choices:
+        params["batch_size"] = trial.suggest_categorical("batch_size", config.batch_size_choices)
+    for name in ("warmup_ratio", "weight_decay"):
+        bounds = getattr(config, f"{name}_range")
+        if bounds is not None:
+            params[name] = trial.suggest_float(name, bounds.low, bounds.high, log=bounds.log)
+    return params
+
+
+def trial_config(base: FineTuneConfig, params: dict, output_dir: Path) -> FineTuneConfig:
+    """The shared training settings with one trial's hyperparameters put in."""
+    return base.model_copy(update={**params, "output_dir": output_dir, "log_model": False})
+
+
+def claimed_before(study: optuna.Study, number: int) -> int:
+    """Trials numbered below `number` that finished or still run (they count to the total)."""
+    states = (*COUNTED, TrialState.RUNNING)
+    return sum(1 for t in study.get_trials(deepcopy=False, states=states) if t.number < number)
+
+
+def finished_count(study: optuna.Study) -> int:
+    """Completed plus pruned trials: what `n_trials` counts."""
+    return len(study.get_trials(deepcopy=False, states=COUNTED))
+
+
+class PruningCallback(TrainerCallback):
+    """Reports the validation metric after each epoch; stops training when Optuna prunes."""
+
+    def __init__(self, trial: optuna.Trial, metric: str):
+        self.trial = trial
+        self.metric = metric
+        self.pruned_at: int | None = None
+        self.epochs_done = 0
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        if not metrics or self.metric not in metrics:
+            return
+        self.epochs_done = round(state.epoch or 0)
+        self.trial.report(float(metrics[self.metric]), step=self.epochs_done)
+        if self.trial.should_prune():
+            self.pruned_at = self.epochs_done
+            control.should_training_stop = True
+            control.should_save = False
+
+
+def top_configurations(study: optuna.Study, k: int) -> list[FrozenTrial]:
+    """The K best completed trials, best first."""
+    completed = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    reverse = study.direction == optuna.study.StudyDirection.MAXIMIZE
+    return sorted(completed, key=lambda t: t.value, reverse=reverse)[:k]
+
+
+def save_plots(study: optuna.Study, folder: Path) -> list[Path]:
+    """Optuna's history, importance, learning-curve and parallel-coordinate plots as PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from optuna.visualization import matplotlib as plots
+
+    completed = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+    makers = {
+        "optimization_history": plots.plot_optimization_history,
+        "intermediate_values": plots.plot_intermediate_values,
+        "parallel_coordinate": plots.plot_parallel_coordinate,
+    }
+    if completed >= 2:
+        makers["param_importances"] = plots.plot_param_importances
+    folder.mkdir(parents=True, exist_ok=True)
+    saved = []
+    for name, make in makers.items():
+        try:
+            axes = make(study)
+        except (ValueError, RuntimeError) as error:  # e.g. too few trials for a plot
+            log.warning("plot %s skipped: %s", name, error)
+            continue
+        figure = axes.figure if hasattr(axes, "figure") else axes.flat[0].figure
+        path = folder / f"{name}.png"
+        figure.savefig(path, dpi=100, bbox_inches="tight")
+        plt.close(figure)
+        saved.append(path)
+    return saved

@@ -1,0 +1,61 @@
+"""Search space checks happen up front, and a study refuses a changed space."""
+
+import pytest
+
+from tasks.config import (
+    ConfigError,
+    FineTuneConfig,
+    SearchConfig,
+    config_parser,
+    search_config_from_args,
+)
+from tasks.search import open_study
+
+
+def parse(*flags: str) -> SearchConfig:
+    parser = config_parser("test", "test", SearchConfig, FineTuneConfig)
+    return search_config_from_args(parser.parse_args(list(flags)))
+
+
+def test_defaults():
+    config = SearchConfig()
+    assert (config.learning_rate_range.low, config.learning_rate_range.high) == (1e-5, 1e-4)
+    assert config.learning_rate_range.log
+    assert (config.num_epochs_range.low, config.num_epochs_range.high) == (1, 5)
+    assert config.sampler == "tpe" and config.direction == "maximize"
+
+
+def test_flags_reach_both_parts():
+    config = parse(
+        "--n-trials", "5", "--learning-rate-range", "2e-5,3e-5,log", "--batch-size", "16"
+    )
+    assert config.n_trials == 5
+    assert (config.learning_rate_range.low, config.learning_rate_range.log) == (2e-5, True)
+    assert config.train.batch_size == 16
+    assert not parse("--learning-rate-range", "2e-5,3e-5").learning_rate_range.log
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--learning-rate-range", "1e-4,1e-5"], "inverted"),
+        (["--learning-rate-range", "1e-5,1e-5"], "empty"),
+        (["--num-epochs-range", "3,1"], "inverted"),
+        (["--num-epochs-range", "0,2"], "start at 1"),
+        (["--batch-size-choices", "8,0"], "positive"),
+        (["--n-trials", "0"], "n_trials"),
+        (["--warmup-ratio-range", "0,1.5"], "below 1"),
+    ],
+)
+def test_bad_space_is_refused(flags, message):
+    with pytest.raises(ConfigError, match=message):
+        parse(*flags)
+
+
+def test_changed_space_needs_force(tmp_path):
+    storage = f"sqlite:///{tmp_path}/optuna.db"
+    open_study(SearchConfig(storage=storage, study_name="s"))
+    changed = SearchConfig(storage=storage, study_name="s", num_epochs_range="1,3")
+    with pytest.raises(ConfigError, match="another search space"):
+        open_study(changed)
+    assert open_study(changed, force=True).study_name == "s"

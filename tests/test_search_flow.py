@@ -1,0 +1,189 @@
+"""The search flow on tiny MRPC slices: nesting, pruning, resume after a kill, two workers."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from mlflow.tracking import MlflowClient
+from optuna.trial import TrialState
+from prefect.testing.utilities import prefect_test_harness
+
+from flows.search import STATE_TAG, STUDY_TAG, TRIAL_TAG, search_flow
+from tasks import search
+from tasks.config import FineTuneConfig, IntRange, SearchConfig
+from tasks.registry import champion_version
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def prefect_backend():
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+def tiny_search(mrpc_dir: Path, tmp_path: Path, **settings) -> SearchConfig:
+    train = FineTuneConfig(
+        data_dir=mrpc_dir,
+        max_train_samples=24,
+        max_eval_samples=16,
+        tracking_uri=f"sqlite:///{tmp_path}/mlflow.db",
+        output_dir=tmp_path / "outputs",
+        cache_dir=tmp_path / "cache",
+        experiment_name="search-test",
+        registered_model_name="tiny-model",
+    )
+    values = {
+        "train": train,
+        "storage": f"sqlite:///{tmp_path}/optuna.db",
+        "study_name": "tiny",
+        "n_trials": 3,
+        "num_epochs_range": IntRange(low=1, high=2),
+        "pruner": "none",
+        "confirm_top_k": 1,
+        "confirm_seeds": 1,
+        **settings,
+    }
+    return SearchConfig(**values)
+
+
+def child_runs(client: MlflowClient, parent_id: str):
+    experiment = client.get_experiment_by_name("search-test")
+    query = f"tags.mlflow.parentRunId = '{parent_id}' and tags.{TRIAL_TAG} != ''"
+    return client.search_runs([experiment.experiment_id], query)
+
+
+def test_study_logs_nested_trials_and_registers_the_winner(mrpc_dir, tmp_path, prefect_backend):
+    config = tiny_search(mrpc_dir, tmp_path)
+    summary = search_flow(config)
+
+    client = MlflowClient(config.train.tracking_uri)
+    parent = client.get_run(summary["parent_run_id"])
+    assert parent.info.status == "FINISHED"
+    assert parent.data.tags[STUDY_TAG] == "tiny"
+    assert {"best_learning_rate", "best_num_epochs", "search_space"} <= set(parent.data.params)
+    assert parent.data.metrics["finished_trials"] == 3
+    plots = {a.path for a in client.list_artifacts(parent.info.run_id, "plots")}
+    assert "plots/optimization_history.png" in plots
+    assert "plots/intermediate_values.png" in plots
+
+    trials = child_runs(client, parent.info.run_id)
+    assert sorted(int(r.data.tags[TRIAL_TAG]) for r in trials) == [0, 1, 2]
+    assert all(r.info.status == "FINISHED" for r in trials)
+    assert all(r.data.tags[STATE_TAG] == "COMPLETE" for r in trials)
+    for run in trials:
+        epochs = int(run.data.params["num_epochs"])
+        history = client.get_metric_history(run.info.run_id, "eval_f1")
+        assert [m.step for m in history] == list(range(1, epochs + 1))
+
+    study = optuna.load_study(study_name="tiny", storage=config.storage)
+    assert parent.data.params["best_learning_rate"] == str(study.best_params["learning_rate"])
+    assert summary["decision"].promoted
+    assert champion_version(client, "tiny-model") == summary["decision"].challenger_version
+    assert not list((tmp_path / "outputs").glob("**/checkpoint-*"))
+
+
+def test_pruned_trial_stops_at_once(mrpc_dir, tmp_path, prefect_backend, monkeypatch):
+    # F1 never exceeds 1, so this pruner prunes at the first report (after epoch 1).
+    monkeypatch.setattr(
+        search, "make_pruner", lambda config: optuna.pruners.ThresholdPruner(upper=-1.0)
+    )
+    config = tiny_search(mrpc_dir, tmp_path, n_trials=1, num_epochs_range=IntRange(low=3, high=3))
+    summary = search_flow(config)
+
+    study = optuna.load_study(study_name="tiny", storage=config.storage)
+    (trial,) = study.trials
+    assert trial.state == TrialState.PRUNED
+    assert list(trial.intermediate_values) == [1]
+    client = MlflowClient(config.train.tracking_uri)
+    (run,) = child_runs(client, summary["parent_run_id"])
+    assert run.data.tags[STATE_TAG] == "PRUNED"
+    assert run.data.metrics["epochs_trained"] == 1
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "train_loss")] == [1]
+    assert summary["winner"] is None
+
+
+def search_command(mrpc_dir: Path, tmp_path: Path, *extra: str) -> list[str]:
+    return [
+        sys.executable, "-m", "flows.search",
+        "--data-dir", str(mrpc_dir),
+        "--max-train-samples", "160", "--max-eval-samples", "16",
+        "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db",
+        "--storage", f"sqlite:///{tmp_path}/optuna.db",
+        "--output-dir", str(tmp_path / "outputs"), "--cache-dir", str(tmp_path / "cache"),
+        "--experiment-name", "search-test", "--study-name", "shared",
+        "--num-epochs-range", "1,2", "--pruner", "none",
+        "--heartbeat-interval", "1", "--grace-period", "3",
+        *extra,
+    ]  # fmt: skip
+
+
+def wait_for(condition, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.5)
+    pytest.fail(f"timed out waiting for {what}")
+
+
+def trials_in(storage: str, states) -> list:
+    try:
+        study = optuna.load_study(study_name="shared", storage=storage)
+    except KeyError:
+        return []
+    return study.get_trials(deepcopy=False, states=states)
+
+
+def test_killed_study_resumes_without_rerunning(mrpc_dir, tmp_path):
+    storage = f"sqlite:///{tmp_path}/optuna.db"
+    command = search_command(mrpc_dir, tmp_path, "--n-trials", "3", "--finalize", "false")
+    worker = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(
+            lambda: (
+                trials_in(storage, (TrialState.COMPLETE,))
+                and trials_in(storage, (TrialState.RUNNING,))
+            ),
+            300,
+            "a completed trial and a running one",
+        )
+    finally:
+        worker.send_signal(signal.SIGKILL)
+        worker.wait()
+    before = {t.number: t.datetime_start for t in trials_in(storage, (TrialState.COMPLETE,))}
+    (killed,) = trials_in(storage, (TrialState.RUNNING,))
+    time.sleep(4)  # past the grace period: the dead worker's heartbeat is stale
+
+    subprocess.run(command, check=True, capture_output=True, timeout=600)
+
+    study = optuna.load_study(study_name="shared", storage=storage)
+    after = {t.number: t for t in study.trials}
+    assert all(after[n].datetime_start == start for n, start in before.items())
+    assert after[killed.number].state == TrialState.FAIL
+    assert len(study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))) == 3
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    experiment = client.get_experiment_by_name("search-test")
+    runs = client.search_runs([experiment.experiment_id])
+    assert not [r for r in runs if r.info.status == "RUNNING"]
+    killed_run = client.get_run(killed.user_attrs["mlflow_run_id"])
+    assert killed_run.info.status == "FAILED"
+
+
+def test_two_workers_share_one_study(mrpc_dir, tmp_path):
+    command = search_command(mrpc_dir, tmp_path, "--n-trials", "4", "--finalize", "false")
+    env = {**os.environ, "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180"}
+    workers = [subprocess.Popen(command, env=env, stderr=subprocess.PIPE) for _ in range(2)]
+    for worker in workers:
+        _, err = worker.communicate(timeout=900)
+        assert worker.returncode == 0, err.decode()[-2000:]
+    study = optuna.load_study(study_name="shared", storage=f"sqlite:///{tmp_path}/optuna.db")
+    numbers = [t.number for t in study.trials]
+    assert len(numbers) == len(set(numbers))
+    finished = study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))
+    assert len(finished) == 4
