@@ -19,6 +19,7 @@ from optuna.trial import FrozenTrial, TrialState
 from transformers import TrainerCallback
 
 from tasks.config import ConfigError, FineTuneConfig, SearchConfig
+from tasks.tracking import sqlite_creation_lock
 
 log = logging.getLogger(__name__)
 
@@ -39,13 +40,14 @@ def make_storage(
     url = resolve_storage(config.storage)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
-    return optuna.storages.RDBStorage(
-        url,
-        engine_kwargs=engine_kwargs,
-        heartbeat_interval=config.heartbeat_interval,
-        grace_period=config.grace_period,
-        heartbeat_stale_trial_callback=on_stale_trial,
-    )
+    with sqlite_creation_lock(url):
+        return optuna.storages.RDBStorage(
+            url,
+            engine_kwargs=engine_kwargs,
+            heartbeat_interval=config.heartbeat_interval,
+            grace_period=config.grace_period,
+            heartbeat_stale_trial_callback=on_stale_trial,
+        )
 
 
 def make_sampler(config: SearchConfig) -> optuna.samplers.BaseSampler:

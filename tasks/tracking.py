@@ -60,7 +60,24 @@ def connect(configured: str | None, timeout: float = 10.0) -> MlflowClient:
             message = f"MLflow tracking server {redact(uri)} unreachable: {error}"
             raise TrackingError(message) from None
     mlflow.set_tracking_uri(uri)
-    return MlflowClient(uri)
+    with sqlite_creation_lock(uri):  # workers starting together must not both create tables
+        client = MlflowClient(uri)
+        client.search_experiments(max_results=1)
+    return client
+
+
+@contextlib.contextmanager
+def sqlite_creation_lock(uri: str) -> Iterator[None]:
+    """An inter-process lock beside a SQLite database file; no-op for other URLs."""
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    from filelock import FileLock
+
+    database = Path(uri.removeprefix("sqlite:///"))
+    database.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(database) + ".lock", timeout=300):
+        yield
 
 
 def experiment_id(client: MlflowClient, name: str) -> str:

@@ -112,7 +112,7 @@ def search_command(mrpc_dir: Path, tmp_path: Path, *extra: str) -> list[str]:
     return [
         sys.executable, "-m", "flows.search",
         "--data-dir", str(mrpc_dir),
-        "--max-train-samples", "160", "--max-eval-samples", "16",
+        "--max-train-samples", "48", "--max-eval-samples", "16",
         "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db",
         "--storage", f"sqlite:///{tmp_path}/optuna.db",
         "--output-dir", str(tmp_path / "outputs"), "--cache-dir", str(tmp_path / "cache"),
