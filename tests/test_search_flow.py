@@ -160,7 +160,8 @@ def test_killed_study_resumes_without_rerunning(mrpc_dir, tmp_path):
     (killed,) = trials_in(storage, (TrialState.RUNNING,))
     time.sleep(4)  # past the grace period: the dead worker's heartbeat is stale
 
-    subprocess.run(command, check=True, capture_output=True, timeout=600)
+    rerun = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
 
     study = optuna.load_study(study_name="shared", storage=storage)
     after = {t.number: t for t in study.trials}
