@@ -10,9 +10,10 @@ from collections.abc import Callable
 from tasks.config import ConfigError
 from tasks.data import DataError
 from tasks.model import ModelError
+from tasks.prediction import NoModelError
 from tasks.tracking import TrackingError
 
-BAD_INPUT = (ConfigError, DataError, ModelError, TrackingError)
+BAD_INPUT = (ConfigError, DataError, ModelError, NoModelError, TrackingError)
 
 
 def _raise_keyboard_interrupt(signum, frame):

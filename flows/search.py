@@ -24,8 +24,9 @@ from prefect.runtime import flow_run
 
 from flows.cli import run_command
 from flows.fine_tune import fine_tune, load_data, resolve_model, tokenize
+from flows.promotion import promote
 from tasks import registry, search, tokenization, tracking
-from tasks.config import FineTuneConfig, SearchConfig, config_parser, search_config_from_args
+from tasks.config import FineTuneConfig, SearchConfig, config_parser, config_with_train_from_args
 from tasks.train import train
 
 STUDY_TAG = "finetrack.study"
@@ -199,7 +200,7 @@ def search_flow(config: SearchConfig | None = None, force: bool = False) -> dict
             winner = confirm_and_pick(config, study, client, parent_id)
             name = config.train.registered_model_name or DEFAULT_MODEL_NAME
             version = registry.register(client, winner["model_uri"], name, winner["run_id"])
-            decision = registry.promote_if_better(
+            decision = promote(
                 client,
                 name,
                 version,
@@ -310,7 +311,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     return run_command(
-        lambda: search_config_from_args(args), lambda config: search_flow(config, force=args.force)
+        lambda: config_with_train_from_args(args, SearchConfig),
+        lambda config: search_flow(config, force=args.force),
     )
 
 

@@ -283,13 +283,6 @@ def validated(model: type[ModelT], values: dict[str, Any]) -> ModelT:
         raise ConfigError(format_validation_error(error)) from None
 
 
-def build_config(
-    config_file: Path | str | None = None, overrides: dict[str, Any] | None = None
-) -> FineTuneConfig:
-    """YAML file first, then overrides; raises ConfigError with every problem listed."""
-    return validated(FineTuneConfig, {**read_yaml(config_file), **(overrides or {})})
-
-
 def _cli_type(annotation: Any) -> Any:
     """Flags arrive as strings that pydantic converts and validates; booleans need words."""
     return _parse_bool if annotation is bool else str
@@ -341,14 +334,65 @@ def overrides_from_args(namespace: argparse.Namespace, model: type[BaseModel]) -
     }
 
 
-def config_from_args(namespace: argparse.Namespace) -> FineTuneConfig:
-    """FineTuneConfig from parsed flags over the `--config` YAML file."""
-    return build_config(namespace.config, overrides_from_args(namespace, FineTuneConfig))
+def config_from_args(namespace: argparse.Namespace, model: type[ModelT] = FineTuneConfig) -> ModelT:
+    """A flat config from parsed flags over the `--config` YAML file."""
+    return validated(
+        model, {**read_yaml(namespace.config), **overrides_from_args(namespace, model)}
+    )
 
 
-def search_config_from_args(namespace: argparse.Namespace) -> SearchConfig:
-    """SearchConfig from flags over YAML; training flags go into its `train` part."""
+def config_with_train_from_args(namespace: argparse.Namespace, model: type[ModelT]) -> ModelT:
+    """A config with a `train` part (search, retrain) from flags over YAML; the fine-tune
+    flags go into `train`."""
     values = read_yaml(namespace.config)
     train = {**values.get("train", {}), **overrides_from_args(namespace, FineTuneConfig)}
-    values.update(overrides_from_args(namespace, SearchConfig), train=train)
-    return validated(SearchConfig, values)
+    values.update(overrides_from_args(namespace, model), train=train)
+    return validated(model, values)
+
+
+class RetrainConfig(BaseModel):
+    """Train a challenger on current data and promote it only if it beats the champion."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    train: FineTuneConfig = Field(
+        default_factory=FineTuneConfig, description="Data, model and default hyperparameters."
+    )
+    registered_model_name: str = Field("finetrack", description="Model Registry name.")
+    hyperparameters: Literal["config", "study", "search"] = Field(
+        "study",
+        description="Where the challenger's hyperparameters come from: the config as given, the "
+        "best trial of `study_name` (config when there is none), or a short new search.",
+    )
+    study_name: str = Field("finetrack-search", description="Study with the best known trial.")
+    storage: str | None = Field(None, description="Optuna storage of that study.")
+    search_trials: int = Field(4, ge=1, description="Trials of a new search (`search`).")
+    evaluation_split: Literal["validation", "test"] = Field(
+        "validation", description="Held-out split on which champion and challenger are compared."
+    )
+    metric: Literal["f1", "accuracy"] = Field("f1", description="Comparison metric.")
+    promotion_margin: float = Field(0.0, ge=0, description="Gain needed to replace the champion.")
+
+
+class PredictConfig(BaseModel):
+    """Batch prediction with a registered model."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    input_path: Path = Field(..., description="CSV, TSV or JSONL file of texts to classify.")
+    output_path: Path | None = Field(
+        None, description="Where predictions go (default: <input>.predictions.csv)."
+    )
+    registered_model_name: str = Field("finetrack", description="Model Registry name.")
+    model_version: str | None = Field(None, description="Version to use (default: champion).")
+    text_column: str = Field("sentence1", description="Column with the (first) sentence.")
+    text_pair_column: str | None = Field(
+        "sentence2", description="Column with the second sentence ('none' for single texts)."
+    )
+    batch_size: int = Field(64, gt=0, description="Rows per prediction batch.")
+    tracking_uri: str | None = Field(None, description="MLflow tracking URI.")
+    experiment_name: str = Field("finetrack", description="MLflow experiment of the job.")
+
+    _none_means_single = field_validator("text_pair_column", mode="before")(
+        FineTuneConfig._none_means_single_sentence.__func__
+    )

@@ -6,7 +6,6 @@ import sys
 import pytest
 
 from flows.fine_tune import main
-from tasks.config import FineTuneConfig, config_from_args, config_parser
 
 
 def test_help_lists_the_settings():
@@ -16,15 +15,6 @@ def test_help_lists_the_settings():
     assert result.returncode == 0
     for flag in ("--learning-rate", "--num-epochs", "--data-dir", "--config", "--bf16"):
         assert flag in result.stdout
-
-
-def test_flags_override_yaml(tmp_path):
-    path = tmp_path / "c.yaml"
-    path.write_text("batch_size: 16\nlearning_rate: 1.0e-4\n")
-    parser = config_parser("test", "test", FineTuneConfig)
-    config = config_from_args(parser.parse_args(["--config", str(path), "--batch-size", "4"]))
-    assert config.batch_size == 4
-    assert config.learning_rate == 1e-4
 
 
 @pytest.mark.parametrize(

@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.config import ConfigError, FineTuneConfig, build_config
+from tasks.config import ConfigError, FineTuneConfig, config_from_args, config_parser, validated
 
 
 def test_defaults_are_the_seed_recipe():
@@ -29,13 +29,14 @@ def test_defaults_are_the_seed_recipe():
 )
 def test_invalid_values_fail_with_the_setting_named(setting, value, field):
     with pytest.raises(ConfigError, match=field):
-        build_config(overrides={setting: value})
+        validated(FineTuneConfig, {setting: value})
 
 
 def test_yaml_then_overrides(tmp_path: Path):
     path = tmp_path / "run.yaml"
     path.write_text("learning_rate: 2.0e-5\nnum_epochs: 2\nlabel_names: a,b\n")
-    config = build_config(path, {"num_epochs": 4})
+    parser = config_parser("test", "test", FineTuneConfig)
+    config = config_from_args(parser.parse_args(["--config", str(path), "--num-epochs", "4"]))
     assert config.learning_rate == 2e-5
     assert config.num_epochs == 4
     assert config.label_names == ["a", "b"]
@@ -43,7 +44,7 @@ def test_yaml_then_overrides(tmp_path: Path):
 
 def test_missing_config_file_is_reported(tmp_path: Path):
     with pytest.raises(ConfigError, match="config file not found"):
-        build_config(tmp_path / "absent.yaml")
+        config_from_args(config_parser("t", "t").parse_args(["--config", str(tmp_path / "x.yaml")]))
 
 
 def test_pair_column_none_means_single_sentence():

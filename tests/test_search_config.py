@@ -7,14 +7,14 @@ from tasks.config import (
     FineTuneConfig,
     SearchConfig,
     config_parser,
-    search_config_from_args,
+    config_with_train_from_args,
 )
 from tasks.search import open_study
 
 
 def parse(*flags: str) -> SearchConfig:
     parser = config_parser("test", "test", SearchConfig, FineTuneConfig)
-    return search_config_from_args(parser.parse_args(list(flags)))
+    return config_with_train_from_args(parser.parse_args(list(flags)), SearchConfig)
 
 
 def test_defaults():

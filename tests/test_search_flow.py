@@ -143,7 +143,9 @@ def trials_in(storage: str, states) -> list:
 def test_killed_study_resumes_without_rerunning(mrpc_dir, tmp_path):
     storage = f"sqlite:///{tmp_path}/optuna.db"
     command = search_command(mrpc_dir, tmp_path, "--n-trials", "3", "--finalize", "false")
-    worker = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    worker = subprocess.Popen(
+        command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     try:
         wait_for(
             lambda: (
@@ -153,8 +155,8 @@ def test_killed_study_resumes_without_rerunning(mrpc_dir, tmp_path):
             300,
             "a completed trial and a running one",
         )
-    finally:
-        worker.send_signal(signal.SIGKILL)
+    finally:  # the whole process group: the worker and its temporary Prefect server
+        os.killpg(worker.pid, signal.SIGKILL)
         worker.wait()
     before = {t.number: t.datetime_start for t in trials_in(storage, (TrialState.COMPLETE,))}
     (killed,) = trials_in(storage, (TrialState.RUNNING,))

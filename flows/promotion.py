@@ -1,0 +1,45 @@
+"""Champion promotion under a Prefect global concurrency limit of one per model name.
+
+Two retrains (or searches) finishing together would both read the same champion and could
+both move the alias, the later one possibly to the worse model. Holding a slot of the limit
+`promote-<model name>` while scoring and moving the alias makes the checks run one after the
+other, so the second one compares against the first one's result. The limit lives in the
+Prefect server (the embedded one shares its database between local processes).
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import pandas as pd
+from mlflow.tracking import MlflowClient
+from prefect import get_client
+from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+from prefect.concurrency.sync import concurrency
+from prefect.exceptions import ObjectAlreadyExists
+
+from tasks import registry
+
+
+def ensure_limit(name: str) -> None:
+    """Create the one-slot limit if it does not exist yet."""
+    with get_client(sync_client=True) as client, contextlib.suppress(ObjectAlreadyExists):
+        client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=1))
+
+
+def promote(
+    client: MlflowClient,
+    model_name: str,
+    version: str,
+    frame: pd.DataFrame,
+    label_names: list[str],
+    metric: str = "f1",
+    margin: float = 0.0,
+) -> registry.Decision:
+    """`registry.promote_if_better`, one process at a time per registered model."""
+    limit = f"promote-{model_name}"
+    ensure_limit(limit)
+    with concurrency(limit, occupy=1, strict=True, timeout_seconds=1800):
+        return registry.promote_if_better(
+            client, model_name, version, frame, label_names, metric=metric, margin=margin
+        )

@@ -1,0 +1,124 @@
+"""Retrain flow: train a challenger on today's data, promote it only if it is better.
+
+The challenger's hyperparameters come from the config, from the best trial of a study, or
+from a short new search. Champion and challenger are scored on the same held-out split; the
+alias `champion` moves only for a gain above the margin (the first model always becomes
+champion). The decision, both scores and both versions go to MLflow and to a Prefect artifact.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import optuna
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact
+
+from flows.cli import run_command
+from flows.fine_tune import fine_tune, load_data
+from flows.promotion import promote
+from flows.search import search_flow
+from tasks import registry, search, tracking
+from tasks.config import (
+    FineTuneConfig,
+    RetrainConfig,
+    SearchConfig,
+    config_parser,
+    config_with_train_from_args,
+)
+
+
+def best_known_params(config: RetrainConfig) -> dict:
+    """Best trial's params of the configured study; empty when there is none yet."""
+    try:
+        study = optuna.load_study(
+            study_name=config.study_name, storage=search.resolve_storage(config.storage)
+        )
+        return dict(search.top_configurations(study, 1)[0].params)
+    except (KeyError, IndexError):
+        return {}
+
+
+def challenger_params(config: RetrainConfig) -> dict:
+    """The hyperparameters the challenger trains with."""
+    if config.hyperparameters == "study":
+        return best_known_params(config)
+    if config.hyperparameters == "search":
+        study = SearchConfig(
+            train=config.train,
+            study_name=f"{config.study_name}-retrain",
+            storage=config.storage,
+            n_trials=config.search_trials,
+            finalize=False,
+        )
+        search_flow(study)
+        return best_known_params(config.model_copy(update={"study_name": study.study_name}))
+    return {}
+
+
+def decision_markdown(decision: registry.Decision) -> str:
+    verdict = "promoted" if decision.promoted else "kept the champion"
+    champion = (
+        f"v{decision.champion_version} {decision.metric}={decision.champion_score:.4f}"
+        if decision.champion_score is not None
+        else "none"
+    )
+    return (
+        f"# Retrain: {verdict}\n\n"
+        f"- model `{decision.model_name}`\n"
+        f"- challenger v{decision.challenger_version}: "
+        f"{decision.metric}={decision.challenger_score:.4f}\n"
+        f"- champion before: {champion}\n- margin: {decision.margin}\n"
+    )
+
+
+@flow(name="retrain")
+def retrain(config: RetrainConfig | None = None) -> dict:
+    """Train, register, compare with the champion on the same rows, promote if better."""
+    config = config or RetrainConfig()
+    logger = get_run_logger()
+    params = challenger_params(config)
+    logger.info("challenger hyperparameters: %s", params or "from the config")
+    train_config = config.train.model_copy(
+        update={**params, "log_model": True, "registered_model_name": None}
+    )
+    summary = fine_tune(train_config, tags={"finetrack.flow": "retrain"})
+    client = tracking.connect(config.train.tracking_uri)
+    version = registry.register(
+        client, summary["model_uri"], config.registered_model_name, summary["run_id"]
+    )
+    dataset = load_data(config.train)
+    decision = promote(
+        client,
+        config.registered_model_name,
+        version,
+        dataset.splits[config.evaluation_split],
+        dataset.label_names,
+        metric=config.metric,
+        margin=config.promotion_margin,
+    )
+    for key, value in decision.as_tags().items():
+        client.set_tag(summary["run_id"], key, value)
+    metrics = {"promotion_challenger_score": decision.challenger_score}
+    if decision.champion_score is not None:
+        metrics["promotion_champion_score"] = decision.champion_score
+    tracking.log_metrics(client, summary["run_id"], metrics)
+    create_markdown_artifact(decision_markdown(decision), key="retrain-decision")
+    return {"run_id": summary["run_id"], "params": params, "decision": decision}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry point: retrain flags plus every fine-tune flag."""
+    parser = config_parser(
+        "python -m flows.retrain",
+        "Retrain on current data; promote the new model only if it beats the champion.",
+        RetrainConfig,
+        FineTuneConfig,
+    )
+    args = parser.parse_args(argv)
+
+    return run_command(lambda: config_with_train_from_args(args, RetrainConfig), retrain)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,79 @@
+"""Retrain promotes only a better model; predict uses the champion and refuses bad input."""
+
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+from prefect.testing.utilities import prefect_test_harness
+
+from flows.predict import predict
+from flows.retrain import retrain
+from tasks.config import FineTuneConfig, PredictConfig, RetrainConfig
+from tasks.data import DataError
+from tasks.prediction import NoModelError
+from tasks.registry import champion_version
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module", autouse=True)
+def prefect_backend():
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+def test_retrain_twice_then_predict(mrpc_dir, tmp_path):
+    tracking_uri = f"sqlite:///{tmp_path}/mlflow.db"
+    train = FineTuneConfig(
+        data_dir=mrpc_dir,
+        max_train_samples=48,
+        max_eval_samples=16,
+        num_epochs=1,
+        tracking_uri=tracking_uri,
+        output_dir=tmp_path / "outputs",
+        cache_dir=tmp_path / "cache",
+        experiment_name="retrain-test",
+    )
+    config = RetrainConfig(
+        train=train, registered_model_name="rt", storage=f"sqlite:///{tmp_path}/optuna.db"
+    )
+    first = retrain(config)
+    assert first["params"] == {}  # no study yet: the config's hyperparameters
+    assert first["decision"].promoted and first["decision"].champion_version is None
+
+    # Same data, settings and seed give the same model: not better, so no promotion.
+    second = retrain(config)
+    assert not second["decision"].promoted
+    assert second["decision"].challenger_score == pytest.approx(first["decision"].challenger_score)
+    client = MlflowClient(tracking_uri)
+    assert champion_version(client, "rt") == first["decision"].challenger_version
+    tags = client.get_run(second["run_id"]).data.tags
+    assert tags["finetrack.promotion.promoted"] == "False"
+    assert tags["finetrack.promotion.champion_version"] == first["decision"].challenger_version
+
+    rows = pd.read_csv(mrpc_dir / "test.tsv", sep="\t", quoting=3).head(5)
+    source = tmp_path / "to_classify.tsv"
+    rows.drop(columns=["label"]).to_csv(source, sep="\t", index=False, quoting=3)
+    result = predict(
+        PredictConfig(input_path=source, registered_model_name="rt", tracking_uri=tracking_uri)
+    )
+    output = pd.read_csv(result["output_path"])
+    assert len(output) == 5 and result["model_uri"].endswith("/1")
+    assert set(output["predicted_label"].astype(str)) <= {"0", "1"}
+    assert output["probability"].between(0, 1).all()
+    assert client.get_run(result["run_id"]).data.params["rows"] == "5"
+
+    with pytest.raises(DataError, match="missing column"):
+        predict(
+            PredictConfig(
+                input_path=source,
+                text_column="text",
+                registered_model_name="rt",
+                tracking_uri=tracking_uri,
+            )
+        )
+    with pytest.raises(NoModelError, match="has no 'champion' alias"):
+        predict(
+            PredictConfig(
+                input_path=source, registered_model_name="unknown", tracking_uri=tracking_uri
+            )
+        )
