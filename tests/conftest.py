@@ -40,3 +40,19 @@ TINY_TSV = {
 def tiny_dir(tmp_path: Path) -> Path:
     """A three-row pair data set in TSV with integer labels."""
     return write_split_files(tmp_path / "tiny", TINY_TSV)
+
+
+def small_train_config(data_dir: Path, tmp_path: Path, **settings):
+    """A FineTuneConfig on a slice of `data_dir` with every output under `tmp_path`."""
+    from tasks.config import FineTuneConfig
+
+    values = {
+        "data_dir": data_dir,
+        "max_train_samples": 64,
+        "max_eval_samples": 32,
+        "tracking_uri": f"sqlite:///{tmp_path}/mlflow.db",
+        "output_dir": tmp_path / "outputs",
+        "cache_dir": tmp_path / "cache",
+        **settings,
+    }
+    return FineTuneConfig(**values)

@@ -5,6 +5,7 @@ from pathlib import Path
 import mlflow
 import pandas as pd
 import pytest
+from conftest import small_train_config
 from mlflow.tracking import MlflowClient
 from prefect.testing.utilities import prefect_test_harness
 
@@ -20,17 +21,7 @@ def prefect_backend():
 
 
 def small_config(mrpc_dir: Path, tmp_path: Path, **settings) -> FineTuneConfig:
-    return FineTuneConfig(
-        data_dir=mrpc_dir,
-        max_train_samples=64,
-        max_eval_samples=32,
-        num_epochs=2,
-        tracking_uri=f"sqlite:///{tmp_path}/mlflow.db",
-        output_dir=tmp_path / "outputs",
-        cache_dir=tmp_path / "cache",
-        experiment_name="e2e",
-        **settings,
-    )
+    return small_train_config(mrpc_dir, tmp_path, num_epochs=2, experiment_name="e2e", **settings)
 
 
 @pytest.mark.slow

@@ -2,12 +2,13 @@
 
 import pandas as pd
 import pytest
+from conftest import small_train_config
 from mlflow.tracking import MlflowClient
 from prefect.testing.utilities import prefect_test_harness
 
 from flows.predict import predict
 from flows.retrain import retrain
-from tasks.config import FineTuneConfig, PredictConfig, RetrainConfig
+from tasks.config import PredictConfig, RetrainConfig
 from tasks.data import DataError
 from tasks.prediction import NoModelError
 from tasks.registry import champion_version
@@ -23,14 +24,12 @@ def prefect_backend():
 
 def test_retrain_twice_then_predict(mrpc_dir, tmp_path):
     tracking_uri = f"sqlite:///{tmp_path}/mlflow.db"
-    train = FineTuneConfig(
-        data_dir=mrpc_dir,
+    train = small_train_config(
+        mrpc_dir,
+        tmp_path,
         max_train_samples=48,
         max_eval_samples=16,
         num_epochs=1,
-        tracking_uri=tracking_uri,
-        output_dir=tmp_path / "outputs",
-        cache_dir=tmp_path / "cache",
         experiment_name="retrain-test",
     )
     config = RetrainConfig(

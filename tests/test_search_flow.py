@@ -9,13 +9,14 @@ from pathlib import Path
 
 import optuna
 import pytest
+from conftest import small_train_config
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 from prefect.testing.utilities import prefect_test_harness
 
 from flows.search import STATE_TAG, STUDY_TAG, TRIAL_TAG, search_flow
 from tasks import search
-from tasks.config import FineTuneConfig, IntRange, SearchConfig
+from tasks.config import IntRange, SearchConfig
 from tasks.registry import champion_version
 
 pytestmark = pytest.mark.slow
@@ -28,13 +29,11 @@ def prefect_backend():
 
 
 def tiny_search(mrpc_dir: Path, tmp_path: Path, **settings) -> SearchConfig:
-    train = FineTuneConfig(
-        data_dir=mrpc_dir,
+    train = small_train_config(
+        mrpc_dir,
+        tmp_path,
         max_train_samples=24,
         max_eval_samples=16,
-        tracking_uri=f"sqlite:///{tmp_path}/mlflow.db",
-        output_dir=tmp_path / "outputs",
-        cache_dir=tmp_path / "cache",
         experiment_name="search-test",
         registered_model_name="tiny-model",
     )
