@@ -102,7 +102,8 @@ def tracked_run(
     parent_run_id: str | None = None,
     resume_run_id: str | None = None,
 ) -> Iterator[str]:
-    """Create (or reopen) a run, yield its id, and always close it with the fitting status."""
+    """Create (or reopen) a run, yield its id, and always close it with the fitting status:
+    FAILED for an error, KILLED when stopped from outside (anything not an Exception)."""
     all_tags = dict(tags or {})
     if parent_run_id:
         all_tags["mlflow.parentRunId"] = parent_run_id
@@ -116,11 +117,11 @@ def tracked_run(
     log.info("MLflow run %s (%s) in experiment %r", run.info.run_name, run_id, experiment)
     try:
         yield run_id
-    except (KeyboardInterrupt, SystemExit):
-        client.set_terminated(run_id, RunStatus.to_string(RunStatus.KILLED))
-        raise
-    except BaseException:
+    except Exception:
         client.set_terminated(run_id, RunStatus.to_string(RunStatus.FAILED))
+        raise
+    except BaseException:  # Ctrl-C, SystemExit, an orchestrator's termination signal
+        client.set_terminated(run_id, RunStatus.to_string(RunStatus.KILLED))
         raise
     client.set_terminated(run_id, RunStatus.to_string(RunStatus.FINISHED))
 
