@@ -29,6 +29,13 @@ class ConfigError(ValueError):
     """Raised for configuration that cannot work, with a message meant for the user."""
 
 
+def comma_list(value: Any) -> Any:
+    """`a, b,c` from a command line or YAML string becomes ["a", "b", "c"]."""
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value
+
+
 class FineTuneConfig(BaseModel):
     """Everything a fine-tuning run needs; defaults reproduce the seed recipe."""
 
@@ -104,12 +111,7 @@ class FineTuneConfig(BaseModel):
             return None
         return value
 
-    @field_validator("label_names", mode="before")
-    @classmethod
-    def _split_label_names(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            return [name.strip() for name in value.split(",") if name.strip()]
-        return value
+    _split_label_names = field_validator("label_names", mode="before")(comma_list)
 
     @field_validator("label_names")
     @classmethod
@@ -226,12 +228,7 @@ class SearchConfig(BaseModel):
         0.0, ge=0, description="Validation F1 the new model must gain over the champion."
     )
 
-    @field_validator("batch_size_choices", mode="before")
-    @classmethod
-    def _split_choices(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            return [item.strip() for item in value.split(",") if item.strip()]
-        return value
+    _split_choices = field_validator("batch_size_choices", mode="before")(comma_list)
 
     @field_validator("batch_size_choices")
     @classmethod
