@@ -96,14 +96,27 @@ def run_trial(
     return TrialOutcome(number, params, best, state, run_id, pruning.epochs_done)
 
 
-def _close_stale_trial_run(client):
-    """Optuna calls this for a trial whose worker died: close its MLflow run as FAILED."""
+def _close_stale_trial_run(client, experiment_name: str):
+    """Optuna calls this for a trial whose worker died: close its MLflow run as FAILED.
+
+    The run is found by its tags, not the trial's user attribute: a worker can die after
+    starting the run and before recording its id on the trial.
+    """
 
     def close(study: optuna.Study, trial) -> None:
-        run_id = trial.user_attrs.get("mlflow_run_id")
-        if run_id:
-            client.set_tag(run_id, STATE_TAG, "FAIL")
-            client.set_terminated(run_id, "FAILED")
+        experiment = client.get_experiment_by_name(experiment_name)
+        if experiment is None:
+            return
+        runs = client.search_runs(
+            [experiment.experiment_id],
+            filter_string=(
+                f"tags.`{STUDY_TAG}` = '{study.study_name}' "
+                f"and tags.`{TRIAL_TAG}` = '{trial.number}' and attributes.status = 'RUNNING'"
+            ),
+        )
+        for run in runs:
+            client.set_tag(run.info.run_id, STATE_TAG, "FAIL")
+            client.set_terminated(run.info.run_id, "FAILED")
 
     return close
 
@@ -135,7 +148,9 @@ def search_flow(config: SearchConfig | None = None, force: bool = False) -> dict
     config = config or SearchConfig()
     logger = get_run_logger()
     client = tracking.connect(config.train.tracking_uri)
-    study = search.open_study(config, _close_stale_trial_run(client), force=force)
+    study = search.open_study(
+        config, _close_stale_trial_run(client, config.train.experiment_name), force=force
+    )
     model_path = resolve_model(config.train.model_name_or_path)
     dataset = load_data(config.train)
     tokenizer = tokenization.load_tokenizer(model_path)

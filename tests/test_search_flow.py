@@ -139,6 +139,25 @@ def trials_in(storage: str, states) -> list:
     return study.get_trials(deepcopy=False, states=states)
 
 
+def trial_runs(tmp_path, number: int) -> list:
+    """The MLflow runs tagged with trial `number` (none before the worker creates one)."""
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    if not (tmp_path / "mlflow.db").exists():
+        return []
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name("search-test")
+    if experiment is None:
+        return []
+    return client.search_runs(
+        [experiment.experiment_id], filter_string=f"tags.`finetrack.trial_number` = '{number}'"
+    )
+
+
+def running_trial_with_a_run(storage: str, tmp_path) -> bool:
+    running = trials_in(storage, (TrialState.RUNNING,))
+    return bool(running) and bool(trial_runs(tmp_path, running[0].number))
+
+
 def test_killed_study_resumes_without_rerunning(mrpc_dir, tmp_path):
     storage = f"sqlite:///{tmp_path}/optuna.db"
     command = search_command(mrpc_dir, tmp_path, "--n-trials", "3", "--finalize", "false")
@@ -149,10 +168,10 @@ def test_killed_study_resumes_without_rerunning(mrpc_dir, tmp_path):
         wait_for(
             lambda: (
                 trials_in(storage, (TrialState.COMPLETE,))
-                and trials_in(storage, (TrialState.RUNNING,))
+                and running_trial_with_a_run(storage, tmp_path)
             ),
             300,
-            "a completed trial and a running one",
+            "a completed trial and a running one with its MLflow run",
         )
     finally:  # the whole process group: the worker and its temporary Prefect server
         os.killpg(worker.pid, signal.SIGKILL)
@@ -173,8 +192,9 @@ def test_killed_study_resumes_without_rerunning(mrpc_dir, tmp_path):
     experiment = client.get_experiment_by_name("search-test")
     runs = client.search_runs([experiment.experiment_id])
     assert not [r for r in runs if r.info.status == "RUNNING"]
-    killed_run = client.get_run(killed.user_attrs["mlflow_run_id"])
+    (killed_run,) = trial_runs(tmp_path, killed.number)
     assert killed_run.info.status == "FAILED"
+    assert killed_run.data.tags["finetrack.trial_state"] == "FAIL"
 
 
 def test_two_workers_share_one_study(mrpc_dir, tmp_path):
