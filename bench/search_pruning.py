@@ -1,46 +1,46 @@
 """Benchmark: the same Optuna study with and without pruning (same seed, same space).
 
 Prints, for each pruner, the best validation F1, the epochs trained over all trials and the
-wall time, side by side, and writes them to bench/results/search_pruning.json.
+wall time, side by side, and writes them to bench/results/search_pruning.json. Arguments
+after `--` go to every study's command line (e.g. `-- --model-name-or-path DIR`).
 
     .venv/bin/python bench/search_pruning.py --data-dir ../shared/data/mrpc            # full
     .venv/bin/python bench/search_pruning.py --data-dir ../shared/data/mrpc --smoke    # tiny
+
+`--parallel` runs the studies at the same time (for a GPU with room to spare); their wall
+times then share the machine, so compare epochs trained rather than seconds.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
 import optuna
 from optuna.trial import TrialState
 
-RESULTS = Path(__file__).parent / "results"
+from bench.common import RESULTS, run_flows, save
+
+SMOKE = ["--max-train-samples", "64", "--max-eval-samples", "32", "--num-epochs-range", "1,2"]
 
 
-def run_study(data_dir: Path, workdir: Path, pruner: str, args: argparse.Namespace) -> dict:
-    """One study in a fresh storage, as a user would start it; returns what it cost."""
-    storage = f"sqlite:///{workdir}/optuna-{pruner}.db"
-    command = [
-        sys.executable, "-m", "flows.search",
+def study_command(data_dir: Path, workdir: Path, pruner: str, args) -> list[str]:
+    return [
         "--data-dir", str(data_dir),
-        "--study-name", f"bench-{pruner}", "--storage", storage,
-        "--tracking-uri", f"sqlite:///{workdir}/mlflow.db",
+        "--study-name", f"bench-{pruner}", "--storage", f"sqlite:///{workdir}/optuna-{pruner}.db",
+        "--tracking-uri", f"sqlite:///{workdir}/mlflow-{pruner}.db",
         "--experiment-name", "bench-search",
-        "--output-dir", str(workdir / "outputs"), "--cache-dir", str(workdir / "cache"),
+        "--output-dir", str(workdir / f"outputs-{pruner}"), "--cache-dir", str(workdir / "cache"),
         "--n-trials", str(args.n_trials), "--pruner", pruner, "--finalize", "false",
-        *(["--max-train-samples", "64", "--max-eval-samples", "32",
-           "--num-epochs-range", "1,2"] if args.smoke else []),
+        *(SMOKE if args.smoke else []), *args.extra,
     ]  # fmt: skip
-    start = time.perf_counter()
-    subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
-    seconds = time.perf_counter() - start
-    study = optuna.load_study(study_name=f"bench-{pruner}", storage=storage)
+
+
+def summarise(workdir: Path, pruner: str, seconds: float) -> dict:
+    study = optuna.load_study(
+        study_name=f"bench-{pruner}", storage=f"sqlite:///{workdir}/optuna-{pruner}.db"
+    )
     trials = study.get_trials(deepcopy=False)
     return {
         "pruner": pruner,
@@ -48,19 +48,27 @@ def run_study(data_dir: Path, workdir: Path, pruner: str, args: argparse.Namespa
         "best_params": study.best_params,
         "epochs_trained": sum(len(t.intermediate_values) for t in trials),
         "pruned_trials": sum(t.state == TrialState.PRUNED for t in trials),
-        "wall_seconds": round(seconds, 1),
+        "wall_seconds": seconds,
+        "trials": [
+            {
+                "number": t.number,
+                "params": t.params,
+                "state": t.state.name,
+                "f1_per_epoch": [t.intermediate_values[k] for k in sorted(t.intermediate_values)],
+            }
+            for t in trials
+        ],
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data-dir", type=Path, required=True)
-    parser.add_argument("--n-trials", type=int, default=8)
-    parser.add_argument("--pruners", default="median,none")
-    parser.add_argument("--smoke", action="store_true", help="tiny slice, 1-2 epochs")
-    args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as folder:
-        rows = [run_study(args.data_dir, Path(folder), p, args) for p in args.pruners.split(",")]
+def run_studies(args, workdir: Path) -> list[dict]:
+    pruners = args.pruners.split(",")
+    jobs = {p: ("flows.search", study_command(args.data_dir, workdir, p, args)) for p in pruners}
+    seconds = run_flows(jobs, workdir, args.parallel)
+    return [summarise(workdir, p, seconds[p]) for p in pruners]
+
+
+def report(rows: list[dict]) -> None:
     baseline = rows[-1]
     print(f"{'pruner':<10} {'best val F1':>11} {'epochs':>7} {'pruned':>7} {'wall s':>8}")
     for row in rows:
@@ -75,9 +83,27 @@ def main() -> None:
             f"epochs {row['epochs_trained'] / baseline['epochs_trained']:.0%}, "
             f"wall {row['wall_seconds'] / baseline['wall_seconds']:.0%}"
         )
-    RESULTS.mkdir(exist_ok=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-dir", type=Path, required=True)
+    parser.add_argument("--n-trials", type=int, default=8)
+    parser.add_argument(
+        "--pruners", default="median,hyperband,none", help="the last is the baseline"
+    )
+    parser.add_argument("--smoke", action="store_true", help="tiny slice, 1-2 epochs")
+    parser.add_argument("--parallel", action="store_true", help="run the studies at once")
+    parser.add_argument("--results", type=Path, default=RESULTS)
+    parser.add_argument("extra", nargs="*", help="after --: more flags for every study")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as folder:
+        rows = run_studies(args, Path(folder))
+    report(rows)
     name = "search_pruning_smoke.json" if args.smoke else "search_pruning.json"
-    (RESULTS / name).write_text(json.dumps({"n_trials": args.n_trials, "studies": rows}, indent=2))
+    save(
+        name, {"n_trials": args.n_trials, "parallel": args.parallel, "studies": rows}, args.results
+    )
 
 
 if __name__ == "__main__":
