@@ -9,7 +9,7 @@ ARGS   ?=
 export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 
-.PHONY: install run test test-fast lint format ui clean
+.PHONY: install run test test-fast lint format ui bench clean
 
 install: $(VENV)/.installed
 
@@ -40,6 +40,12 @@ format: install
 
 ui: install
 	$(VENV)/bin/mlflow ui --host 127.0.0.1 --port 5000 --backend-store-uri sqlite:///mlflow.db
+
+# every benchmark on DATA (real MRPC), then bench/RESULTS.md from what bench/recorded/ holds
+bench: install
+	$(PY) -m bench.search_pruning --data-dir $(DATA) $(ARGS)
+	$(PY) -m bench.quality --data-dir $(DATA) --tuned-from bench/results/search_pruning.json $(ARGS)
+	$(PY) -m bench.report
 
 clean:
 	rm -rf outputs .cache .pytest_cache .ruff_cache

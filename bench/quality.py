@@ -18,11 +18,11 @@ from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 
+from bench import report
 from bench.common import RESULTS, run_flows, save
 
 SEED_RECIPE = {"learning_rate": 5e-5, "batch_size": 8, "num_epochs": 3}
 REFERENCE = "bert-base-cased, course chapter: validation accuracy 0.8456, F1 0.8912"
-METRICS = ("validation_accuracy", "validation_f1", "test_accuracy", "test_f1")
 
 
 def tuned_recipe(results: Path, pruner: str) -> dict:
@@ -50,29 +50,15 @@ def read_metrics(workdir: Path, name: str, seed: int) -> dict:
     client = MlflowClient(f"sqlite:///{workdir}/mlflow-{name}-{seed}.db")
     experiment = client.get_experiment_by_name("bench-quality")
     (run,) = client.search_runs([experiment.experiment_id])
-    return {key: run.data.metrics[key] for key in (*METRICS, "train_samples_per_second")}
+    return {key: run.data.metrics[key] for key in (*report.METRICS, "train_samples_per_second")}
 
 
 def summarise(name: str, recipe: dict, runs: list[dict]) -> dict:
     stats = {}
-    for key in METRICS:
+    for key in report.METRICS:
         values = [run[key] for run in runs]
         stats[key] = {"mean": statistics.fmean(values), "std": statistics.stdev(values)}
     return {"recipe": name, "params": recipe, "runs": runs, **stats}
-
-
-def report(rows: list[dict]) -> None:
-    print(f"{'recipe':<8} " + " ".join(f"{key:>20}" for key in METRICS))
-    for row in rows:
-        cells = " ".join(f"{row[k]['mean']:>11.4f} ± {row[k]['std']:.4f}" for k in METRICS)
-        print(f"{row['recipe']:<8} {cells}")
-    seed, tuned = rows
-    for key in METRICS:
-        gap = tuned[key]["mean"] - seed[key]["mean"]
-        noise = max(seed[key]["std"], tuned[key]["std"])
-        verdict = "larger than" if abs(gap) > noise else "within"
-        print(f"tuned - seed {key}: {gap:+.4f}, {verdict} the seed-to-seed noise ({noise:.4f})")
-    print(f"reference: {REFERENCE}")
 
 
 def main() -> None:
@@ -113,8 +99,9 @@ def main() -> None:
             )
             for name, recipe in recipes.items()
         ]
-    report(rows)
-    save("quality.json", {"reference": REFERENCE, "recipes": rows}, args.results)
+    results = {"reference": REFERENCE, "recipes": rows}
+    print("\n".join(report.quality(results)))
+    save("quality.json", results, args.results)
 
 
 if __name__ == "__main__":

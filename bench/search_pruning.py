@@ -20,6 +20,7 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
+from bench import report
 from bench.common import RESULTS, run_flows, save
 
 SMOKE = ["--max-train-samples", "64", "--max-eval-samples", "32", "--num-epochs-range", "1,2"]
@@ -68,23 +69,6 @@ def run_studies(args, workdir: Path) -> list[dict]:
     return [summarise(workdir, p, seconds[p]) for p in pruners]
 
 
-def report(rows: list[dict]) -> None:
-    baseline = rows[-1]
-    print(f"{'pruner':<10} {'best val F1':>11} {'epochs':>7} {'pruned':>7} {'wall s':>8}")
-    for row in rows:
-        print(
-            f"{row['pruner']:<10} {row['best_validation_f1']:>11.4f} {row['epochs_trained']:>7}"
-            f" {row['pruned_trials']:>7} {row['wall_seconds']:>8.1f}"
-        )
-    for row in rows[:-1]:
-        print(
-            f"{row['pruner']} vs {baseline['pruner']}: "
-            f"F1 {100 * (row['best_validation_f1'] - baseline['best_validation_f1']):+.2f} points, "
-            f"epochs {row['epochs_trained'] / baseline['epochs_trained']:.0%}, "
-            f"wall {row['wall_seconds'] / baseline['wall_seconds']:.0%}"
-        )
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", type=Path, required=True)
@@ -99,7 +83,8 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
         rows = run_studies(args, Path(folder))
-    report(rows)
+    results = {"n_trials": args.n_trials, "parallel": args.parallel, "studies": rows}
+    print("\n".join(report.search_pruning(results)))
     name = "search_pruning_smoke.json" if args.smoke else "search_pruning.json"
     save(
         name, {"n_trials": args.n_trials, "parallel": args.parallel, "studies": rows}, args.results
