@@ -36,6 +36,38 @@ TINY_TSV = {
 }
 
 
+# Bad data sets: (case, {split: text, or None to delete the file}, expected message).
+BAD_INPUTS = [
+    ("missing folder", None, "data folder not found"),
+    ("no validation", {"validation": None}, "no validation file"),
+    ("empty split", {"validation": ""}, "empty split"),
+    ("header only", {"validation": "sentence1\tsentence2\tlabel\n"}, "empty"),
+    (
+        "missing label",
+        {"train": "sentence1\tsentence2\na\tb\n"},
+        r"missing column\(s\) \['label'\]",
+    ),
+    ("missing sentence1", {"validation": "s\tsentence2\tlabel\na\tb\t1\n"}, "sentence1"),
+    ("label outside set", {"validation": "sentence1\tsentence2\tlabel\na\tb\t7\n"}, "outside"),
+    ("label not integer", {"validation": "sentence1\tsentence2\tlabel\na\tb\tyes\n"}, "integer"),
+    ("one class", {"train": "sentence1\tsentence2\tlabel\na\tb\t1\nc\td\t1\n"}, "one class"),
+    ("empty text", {"train": "sentence1\tsentence2\tlabel\na\t \t1\nc\td\t0\n"}, "empty text"),
+]
+
+
+def bad_data_dir(tmp_path: Path, change: dict[str, str | None] | None) -> Path:
+    """TINY_TSV with `change` applied; `None` as the change: a folder that does not exist."""
+    folder = tmp_path / "bad"
+    if change is not None:
+        write_split_files(folder, TINY_TSV)
+        for split, text in change.items():
+            if text is None:
+                (folder / f"{split}.tsv").unlink()
+            else:
+                (folder / f"{split}.tsv").write_text(text, encoding="utf-8")
+    return folder
+
+
 @pytest.fixture
 def tiny_dir(tmp_path: Path) -> Path:
     """A three-row pair data set in TSV with integer labels."""

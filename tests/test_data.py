@@ -4,7 +4,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import TINY_TSV, write_split_files
+from conftest import BAD_INPUTS, TINY_TSV, bad_data_dir, write_split_files
 
 from tasks.config import FineTuneConfig
 from tasks.data import DataError, load_data
@@ -73,36 +73,10 @@ def test_unlabelled_test_split(tiny_dir):
     assert data.is_labelled("validation")
 
 
-BAD_INPUTS = [
-    ("missing folder", None, "data folder not found"),
-    ("no validation", {"validation": None}, "no validation file"),
-    ("empty split", {"validation": ""}, "empty split"),
-    ("header only", {"validation": "sentence1\tsentence2\tlabel\n"}, "empty"),
-    (
-        "missing label",
-        {"train": "sentence1\tsentence2\na\tb\n"},
-        r"missing column\(s\) \['label'\]",
-    ),
-    ("missing sentence1", {"validation": "s\tsentence2\tlabel\na\tb\t1\n"}, "sentence1"),
-    ("label outside set", {"validation": "sentence1\tsentence2\tlabel\na\tb\t7\n"}, "outside"),
-    ("label not integer", {"validation": "sentence1\tsentence2\tlabel\na\tb\tyes\n"}, "integer"),
-    ("one class", {"train": "sentence1\tsentence2\tlabel\na\tb\t1\nc\td\t1\n"}, "one class"),
-    ("empty text", {"train": "sentence1\tsentence2\tlabel\na\t \t1\nc\td\t0\n"}, "empty text"),
-]
-
-
 @pytest.mark.parametrize(("case", "change", "message"), BAD_INPUTS, ids=[c[0] for c in BAD_INPUTS])
 def test_bad_input_is_named(tmp_path, case, change, message):
-    folder = tmp_path / "bad"
-    if change is not None:
-        write_split_files(folder, TINY_TSV)
-        for split, text in change.items():
-            if text is None:
-                (folder / f"{split}.tsv").unlink()
-            else:
-                (folder / f"{split}.tsv").write_text(text, encoding="utf-8")
     with pytest.raises(DataError, match=message):
-        load(folder)
+        load(bad_data_dir(tmp_path, change))
 
 
 def test_non_utf8_text_is_refused(tiny_dir):

@@ -1,0 +1,132 @@
+"""Bad input through the command lines: exit code 2, a message naming the problem, and nothing
+trained, logged or registered. Each case runs the real `main` of a flow, so the check covers
+the whole way from flags to the first task."""
+
+import re
+import socket
+from pathlib import Path
+
+import pytest
+from conftest import BAD_INPUTS, TINY_TSV, bad_data_dir, write_split_files
+from mlflow.tracking import MlflowClient
+from prefect.testing.utilities import prefect_test_harness
+
+from flows import fine_tune, search
+from tasks.config import SearchConfig
+from tasks.search import open_study
+
+
+@pytest.fixture(scope="module", autouse=True)
+def prefect_backend():
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+def outputs(tmp_path: Path) -> list[str]:
+    """Flags that keep every output under tmp_path and would register a model on success."""
+    return [
+        "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db",
+        "--output-dir", str(tmp_path / "outputs"), "--cache-dir", str(tmp_path / "cache"),
+        "--registered-model-name", "guard", "--max-train-samples", "8",
+    ]  # fmt: skip
+
+
+def assert_nothing_recorded(tmp_path: Path) -> None:
+    """No MLflow run, no registered model, no checkpoint."""
+    assert not (tmp_path / "outputs").exists() or not any((tmp_path / "outputs").iterdir())
+    if not (tmp_path / "mlflow.db").exists():
+        return
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    assert client.search_runs(experiments) == []
+    assert client.search_registered_models() == []
+
+
+def run_main(main, argv: list[str], capsys) -> tuple[int, str]:
+    code = main(argv)
+    return code, capsys.readouterr().err
+
+
+def refuse(main, argv, message, tmp_path, capsys):
+    code, err = run_main(main, argv, capsys)
+    assert code == 2
+    assert message in err
+    assert_nothing_recorded(tmp_path)
+
+
+@pytest.mark.parametrize(("case", "change", "message"), BAD_INPUTS, ids=[c[0] for c in BAD_INPUTS])
+def test_bad_data(tmp_path, capsys, case, change, message):
+    folder = bad_data_dir(tmp_path, change)
+    argv = ["--data-dir", str(folder), *outputs(tmp_path)]
+    code, err = run_main(fine_tune.main, argv, capsys)
+    assert code == 2
+    assert err.splitlines()[-1].startswith("error: ")
+    assert re.search(message, err), err
+    assert_nothing_recorded(tmp_path)
+
+
+def test_non_utf8_text(tmp_path, capsys):
+    folder = write_split_files(tmp_path / "latin1", TINY_TSV)
+    (folder / "train.tsv").write_bytes(b"sentence1\tsentence2\tlabel\ncaf\xe9\tb\t1\nc\td\t0\n")
+    argv = ["--data-dir", str(folder), *outputs(tmp_path)]
+    refuse(fine_tune.main, argv, "not UTF-8 text (line 2", tmp_path, capsys)
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--learning-rate", "0"], "learning_rate"),
+        (["--learning-rate=-1e-5"], "learning_rate"),
+        (["--num-epochs", "0"], "num_epochs"),
+        (["--model-name-or-path", "./no/such/model"], "model folder not found"),
+    ],
+)
+def test_bad_settings(tiny_dir, tmp_path, capsys, flags, message):
+    argv = ["--data-dir", str(tiny_dir), *outputs(tmp_path), *flags]
+    refuse(fine_tune.main, argv, message, tmp_path, capsys)
+
+
+def test_model_folder_without_safetensors(tiny_dir, tmp_path, capsys):
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    (model / "pytorch_model.bin").write_bytes(b"pickled weights are never loaded")
+    argv = ["--data-dir", str(tiny_dir), *outputs(tmp_path), "--model-name-or-path", str(model)]
+    refuse(fine_tune.main, argv, "no safetensors", tmp_path, capsys)
+
+
+def test_unreachable_tracking_server(tiny_dir, tmp_path, capsys):
+    with socket.socket() as closed:  # a port nobody listens on
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    argv = [
+        "--data-dir", str(tiny_dir), *outputs(tmp_path),
+        "--tracking-uri", f"http://user:secret@127.0.0.1:{port}",
+    ]  # fmt: skip
+    code, err = run_main(fine_tune.main, argv, capsys)
+    assert code == 2
+    assert "unreachable" in err
+    assert "secret" not in err  # the password is redacted from the message
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--learning-rate-range", "1e-4,1e-5"], "inverted"),
+        (["--learning-rate-range", "1e-5,1e-5"], "empty"),
+        (["--num-epochs-range", "3,1"], "inverted"),
+    ],
+)
+def test_bad_search_space(tiny_dir, tmp_path, capsys, flags, message):
+    argv = ["--data-dir", str(tiny_dir), *outputs(tmp_path), *flags]
+    refuse(search.main, argv, message, tmp_path, capsys)
+
+
+def test_study_with_another_space(tiny_dir, tmp_path, capsys):
+    storage = f"sqlite:///{tmp_path}/optuna.db"
+    open_study(SearchConfig(storage=storage, study_name="kept"))
+    argv = [
+        "--data-dir", str(tiny_dir), *outputs(tmp_path),
+        "--storage", storage, "--study-name", "kept", "--num-epochs-range", "1,2",
+    ]  # fmt: skip
+    refuse(search.main, argv, "another search space", tmp_path, capsys)
