@@ -1,6 +1,11 @@
 """Shared fixtures: offline settings, the real MRPC files, small hand-made data sets."""
 
 import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import uuid
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -88,3 +93,51 @@ def small_train_config(data_dir: Path, tmp_path: Path, **settings):
         **settings,
     }
     return FineTuneConfig(**values)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A private, throw-away PostgreSQL cluster on 127.0.0.1; its base URL."""
+    initdb, pg_ctl = shutil.which("initdb"), shutil.which("pg_ctl")
+    if not (initdb and pg_ctl):
+        pytest.skip("PostgreSQL server programs (initdb, pg_ctl) are not installed")
+    folder = Path(tempfile.mkdtemp(prefix="finetrack-pg-"))
+    as_owner: list[str] = []
+    if os.geteuid() == 0:  # initdb refuses root
+        shutil.chown(folder, "postgres")
+        as_owner = ["runuser", "-u", "postgres", "--"]
+    data, port = folder / "data", free_port()
+    quiet = {"check": True, "capture_output": True}
+    subprocess.run([*as_owner, initdb, "-D", str(data), "-A", "trust"], **quiet)
+    options = f"-p {port} -k {folder} -c listen_addresses=127.0.0.1"
+    log = str(folder / "log")
+    subprocess.run(
+        [*as_owner, pg_ctl, "-D", str(data), "-o", options, "-l", log, "-w", "start"], **quiet
+    )
+    try:
+        yield f"postgresql+psycopg2://postgres@127.0.0.1:{port}"
+    finally:
+        subprocess.run([*as_owner, pg_ctl, "-D", str(data), "-m", "fast", "stop"], **quiet)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture
+def postgres_url(postgres_server) -> str:
+    """A fresh database in the private cluster."""
+    import psycopg2
+
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    connection = psycopg2.connect(
+        postgres_server.replace("postgresql+psycopg2", "postgresql") + "/postgres"
+    )
+    connection.autocommit = True
+    with connection.cursor() as cursor:
+        cursor.execute(f"CREATE DATABASE {name}")
+    connection.close()
+    return f"{postgres_server}/{name}"

@@ -197,14 +197,27 @@ def test_killed_study_resumes_without_rerunning(mrpc_dir, tmp_path):
     assert killed_run.data.tags["finetrack.trial_state"] == "FAIL"
 
 
-def test_two_workers_share_one_study(mrpc_dir, tmp_path):
-    command = search_command(mrpc_dir, tmp_path, "--n-trials", "4", "--finalize", "false")
+@pytest.fixture(params=["sqlite", "postgresql"])
+def shared_storage(request, tmp_path) -> str:
+    """The study storage two workers share: the default SQLite file, or a PostgreSQL server."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/optuna.db"
+    return request.getfixturevalue("postgres_url")
+
+
+def test_two_workers_share_one_study(mrpc_dir, tmp_path, shared_storage):
+    command = search_command(
+        mrpc_dir, tmp_path, "--n-trials", "4", "--finalize", "false", "--storage", shared_storage
+    )
     env = {**os.environ, "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180"}
-    workers = [subprocess.Popen(command, env=env, stderr=subprocess.PIPE) for _ in range(2)]
-    for worker in workers:
-        _, err = worker.communicate(timeout=900)
-        assert worker.returncode == 0, err.decode()[-2000:]
-    study = optuna.load_study(study_name="shared", storage=f"sqlite:///{tmp_path}/optuna.db")
+    logs = [tmp_path / f"worker-{i}.log" for i in range(2)]
+    workers = [subprocess.Popen(command, env=env, stderr=log.open("w")) for log in logs]
+    for worker, log in zip(workers, logs, strict=True):
+        worker.wait(timeout=900)
+        err = log.read_text()
+        assert worker.returncode == 0, err[-2000:]
+        assert "database is locked" not in err
+    study = optuna.load_study(study_name="shared", storage=shared_storage)
     numbers = [t.number for t in study.trials]
     assert len(numbers) == len(set(numbers))
     finished = study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))
