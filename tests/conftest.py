@@ -2,10 +2,15 @@
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import tempfile
+import time
+import urllib.request
 import uuid
+from dataclasses import dataclass
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -141,3 +146,45 @@ def postgres_url(postgres_server) -> str:
         cursor.execute(f"CREATE DATABASE {name}")
     connection.close()
     return f"{postgres_server}/{name}"
+
+
+@dataclass
+class PrefectServer:
+    api_url: str
+    env: dict[str, str]  # what a process needs to use this server
+
+
+@pytest.fixture(scope="session")
+def prefect_server(tmp_path_factory):
+    """A real Prefect server on a free 127.0.0.1 port with its own PREFECT_HOME."""
+    home = tmp_path_factory.mktemp("prefect-home")
+    port = free_port()
+    base = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API")}
+    base |= {"PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    prefect = str(Path(sys.executable).parent / "prefect")
+    log = (home / "server.log").open("w")
+    server = subprocess.Popen(
+        [prefect, "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        env=base,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    api_url = f"http://127.0.0.1:{port}/api"
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                with urllib.request.urlopen(f"{api_url}/health", timeout=2):
+                    break
+            except OSError:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail(
+                        f"Prefect server did not start:\n{(home / 'server.log').read_text()}"
+                    )
+                time.sleep(0.5)
+        yield PrefectServer(api_url, base | {"PREFECT_API_URL": api_url})
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=60)
+        log.close()

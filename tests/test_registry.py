@@ -1,6 +1,10 @@
 """Champion promotion with models whose predictions are known, so better and worse are sure."""
 
+import subprocess
+import sys
 import threading
+import time
+from pathlib import Path
 
 import mlflow
 import pandas as pd
@@ -22,12 +26,15 @@ LABELS = ["0", "1"]
 
 
 class Constant(mlflow.pyfunc.PythonModel):
-    """Predicts one label for every row, like the transformers flavour's output."""
+    """Predicts one label for every row, like the transformers flavour's output; `delay`
+    seconds per call stand in for a real model's scoring time."""
 
-    def __init__(self, label: str):
+    def __init__(self, label: str, delay: float = 0.0):
         self.label = label
+        self.delay = delay
 
     def predict(self, context, model_input, params=None):
+        time.sleep(self.delay)
         return pd.DataFrame({"label": [self.label] * len(model_input), "score": 1.0})
 
 
@@ -38,12 +45,12 @@ def client(tmp_path):
     return MlflowClient(uri)
 
 
-def register_constant(client, label: str) -> str:
+def register_constant(client, label: str, delay: float = 0.0) -> str:
     with mlflow.start_run() as run:
         output = pd.DataFrame({"label": [label], "score": [1.0]})
         info = mlflow.pyfunc.log_model(
             name="model",
-            python_model=Constant(label),
+            python_model=Constant(label, delay),
             signature=infer_signature(FRAME[["text", "text_pair"]], output),
             pip_requirements=[],
         )
@@ -101,3 +108,63 @@ def test_concurrent_promotions_leave_the_best_champion(client):
     # serialised checks: each saw the previous result, so at most one "1" model promoted
     promoted_ones = [d for d in decisions if d.promoted and d.challenger_score > 0]
     assert len(promoted_ones) == 1
+
+
+# Run in a fresh process: promote one version once every process of the test is ready.
+PROMOTE_WHEN_ALL_READY = """
+import sys, time
+from pathlib import Path
+from mlflow.tracking import MlflowClient
+from flows.promotion import ensure_limit, promote
+from test_registry import FRAME, LABELS
+
+uri, version, ready, count = sys.argv[1], sys.argv[2], Path(sys.argv[3]), int(sys.argv[4])
+client = MlflowClient(uri)
+ensure_limit("promote-m")
+(ready / version).touch()
+while len(list(ready.iterdir())) < count:
+    time.sleep(0.05)
+print("PROMOTED" if promote(client, "m", version, FRAME, LABELS).promoted else "KEPT")
+"""
+
+
+def test_two_processes_promote_at_once(client, tmp_path, prefect_server):
+    """Two retrains finishing together with equally good models beat a worse champion: the
+    Prefect server's concurrency limit serialises them, so exactly one moves the alias."""
+    # scoring takes 2 s: without the limit both would read the old champion, score it and
+    # promote; with it the second one compares against the first one's model
+    champion = register_constant(client, "0", delay=2.0)
+    registry.promote_if_better(client, "m", champion, FRAME, LABELS)
+    challengers = [register_constant(client, "1", delay=2.0) for _ in range(2)]
+    ready = tmp_path / "ready"
+    ready.mkdir()
+    tests = Path(__file__).parent
+    env = prefect_server.env | {
+        "PYTHONPATH": f"{tests}:{tests.parent}",
+        "MLFLOW_TRACKING_URI": client.tracking_uri,
+    }
+    processes = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                PROMOTE_WHEN_ALL_READY,
+                client.tracking_uri,
+                version,
+                str(ready),
+                "2",
+            ],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for version in challengers
+    ]
+    outcomes = []
+    for process in processes:
+        out, err = process.communicate(timeout=300)
+        assert process.returncode == 0, err[-2000:]
+        outcomes.append(out.split()[-1])
+    assert sorted(outcomes) == ["KEPT", "PROMOTED"]
+    assert registry.champion_version(client, "m") in challengers
