@@ -16,6 +16,7 @@ from prefect.cache_policies import NONE
 from prefect.runtime import flow_run
 
 from flows.cli import BAD_INPUT, run_command
+from flows.promotion import register_and_promote
 from tasks import data, evaluation, model, tokenization, tracking, train
 from tasks.config import FineTuneConfig, config_from_args, config_parser
 from tasks.reporting import run_summary_markdown
@@ -118,16 +119,22 @@ def fine_tune(
             "tokenize_seconds": tokenized.seconds,
         }
         tracking.log_metrics(client, run_id, timings)
-        model_uri = None
+        model_uri, decision = None, None
         if config.log_model:
             example = dataset.splits["validation"].iloc[0]
             input_example = {"text": example["text"]}
             if dataset.has_pair:
                 input_example["text_pair"] = example["text_pair"]
-            logged = log_model(
-                run_id, result.trainer, tokenizer, input_example, config.registered_model_name
-            )
-            model_uri = logged.model_uri
+            model_uri = log_model(run_id, result.trainer, tokenizer, input_example).model_uri
+            if config.registered_model_name:
+                decision = register_and_promote(
+                    client,
+                    model_uri,
+                    run_id,
+                    config.registered_model_name,
+                    dataset.splits["validation"],
+                    dataset.label_names,
+                )
         shutil.rmtree(output_dir, ignore_errors=True)
 
     summary = {
@@ -140,6 +147,7 @@ def fine_tune(
         "bf16": result.bf16,
         "tokenize_cache_hit": tokenized.cache_hit,
         "model_uri": model_uri,
+        "promoted": decision.promoted if decision else None,
         **timings,
     }
     create_markdown_artifact(run_summary_markdown(summary), key="fine-tune-summary")

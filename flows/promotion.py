@@ -18,7 +18,7 @@ from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
 from prefect.concurrency.sync import concurrency
 from prefect.exceptions import ObjectAlreadyExists
 
-from tasks import registry
+from tasks import registry, tracking
 
 
 def ensure_limit(name: str) -> None:
@@ -43,3 +43,25 @@ def promote(
         return registry.promote_if_better(
             client, model_name, version, frame, label_names, metric=metric, margin=margin
         )
+
+
+def register_and_promote(
+    client: MlflowClient,
+    model_uri: str,
+    run_id: str,
+    model_name: str,
+    frame: pd.DataFrame,
+    label_names: list[str],
+    metric: str = "f1",
+    margin: float = 0.0,
+) -> registry.Decision:
+    """Register the run's model, promote it if better, and record the decision on the run."""
+    version = registry.register(client, model_uri, model_name, run_id)
+    decision = promote(client, model_name, version, frame, label_names, metric, margin)
+    for key, value in decision.as_tags().items():
+        client.set_tag(run_id, key, value)
+    scores = {"promotion_challenger_score": decision.challenger_score}
+    if decision.champion_score is not None:
+        scores["promotion_champion_score"] = decision.champion_score
+    tracking.log_metrics(client, run_id, scores)
+    return decision

@@ -16,7 +16,7 @@ from prefect.artifacts import create_markdown_artifact
 
 from flows.cli import run_command
 from flows.fine_tune import fine_tune, load_data
-from flows.promotion import promote
+from flows.promotion import register_and_promote
 from flows.search import search_flow
 from tasks import registry, search, tracking
 from tasks.config import (
@@ -84,25 +84,17 @@ def retrain(config: RetrainConfig | None = None) -> dict:
     )
     summary = fine_tune(train_config, tags={"finetrack.flow": "retrain"})
     client = tracking.connect(config.train.tracking_uri)
-    version = registry.register(
-        client, summary["model_uri"], config.registered_model_name, summary["run_id"]
-    )
     dataset = load_data(config.train)
-    decision = promote(
+    decision = register_and_promote(
         client,
+        summary["model_uri"],
+        summary["run_id"],
         config.registered_model_name,
-        version,
         dataset.splits[config.evaluation_split],
         dataset.label_names,
         metric=config.metric,
         margin=config.promotion_margin,
     )
-    for key, value in decision.as_tags().items():
-        client.set_tag(summary["run_id"], key, value)
-    metrics = {"promotion_challenger_score": decision.challenger_score}
-    if decision.champion_score is not None:
-        metrics["promotion_champion_score"] = decision.champion_score
-    tracking.log_metrics(client, summary["run_id"], metrics)
     create_markdown_artifact(decision_markdown(decision), key="retrain-decision")
     return {"run_id": summary["run_id"], "params": params, "decision": decision}
 

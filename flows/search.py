@@ -24,8 +24,8 @@ from prefect.runtime import flow_run
 
 from flows.cli import run_command
 from flows.fine_tune import fine_tune, load_data, resolve_model, tokenize
-from flows.promotion import promote
-from tasks import registry, search, tokenization, tracking
+from flows.promotion import register_and_promote
+from tasks import search, tokenization, tracking
 from tasks.config import FineTuneConfig, SearchConfig, config_parser, config_with_train_from_args
 from tasks.train import train
 
@@ -214,11 +214,11 @@ def search_flow(config: SearchConfig | None = None, force: bool = False) -> dict
         elif search.top_configurations(study, 1):
             winner = confirm_and_pick(config, study, client, parent_id)
             name = config.train.registered_model_name or DEFAULT_MODEL_NAME
-            version = registry.register(client, winner["model_uri"], name, winner["run_id"])
-            decision = promote(
+            decision = register_and_promote(
                 client,
+                winner["model_uri"],
+                winner["run_id"],
                 name,
-                version,
                 dataset.splits["validation"],
                 dataset.label_names,
                 margin=config.promotion_margin,

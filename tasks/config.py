@@ -100,7 +100,8 @@ class FineTuneConfig(BaseModel):
     log_model: bool = Field(True, description="Log the fine-tuned model to MLflow.")
     registered_model_name: str | None = Field(
         None,
-        description="Register the logged model under this name in the Model Registry "
+        description="Register the logged model under this name in the Model Registry and make "
+        "it `champion` if it beats the current one on validation "
         "(a search registers its winner under this name, default 'finetrack').",
     )
 

@@ -211,7 +211,6 @@ def log_transformers_model(
     trainer,
     tokenizer,
     example: dict[str, str],
-    registered_model_name: str | None = None,
 ):
     """Log the fine-tuned model (transformers flavour, text-classification pipeline)."""
     from transformers import pipeline
@@ -226,7 +225,6 @@ def log_transformers_model(
         task="text-classification",
         input_example=[example],
         pip_requirements=requirements,
-        registered_model_name=registered_model_name,
         run_id=run_id,
     )
 

@@ -1,5 +1,6 @@
 """Shared fixtures: offline settings, the real MRPC files, small hand-made data sets."""
 
+import contextlib
 import os
 import shutil
 import signal
@@ -172,19 +173,56 @@ def prefect_server(tmp_path_factory):
     )
     api_url = f"http://127.0.0.1:{port}/api"
     try:
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                with urllib.request.urlopen(f"{api_url}/health", timeout=2):
-                    break
-            except OSError:
-                if server.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(
-                        f"Prefect server did not start:\n{(home / 'server.log').read_text()}"
-                    )
-                time.sleep(0.5)
+        wait_until_healthy(f"{api_url}/health", server, home / "server.log", "Prefect server")
         yield PrefectServer(api_url, base | {"PREFECT_API_URL": api_url})
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=60)
         log.close()
+
+
+def wait_until_healthy(url: str, process: subprocess.Popen, log: Path, what: str) -> None:
+    deadline = time.monotonic() + 180
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"{what} did not start:\n{log.read_text()[-3000:]}")
+            time.sleep(0.5)
+
+
+@contextlib.contextmanager
+def mlflow_server(backend_uri: str):
+    """`mlflow server` on a free 127.0.0.1 port over `backend_uri`; yields its URL."""
+    port = free_port()
+    log = Path(tempfile.mkdtemp()) / "mlflow-server.log"
+    with log.open("w") as stream:
+        server = subprocess.Popen(
+            [str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1",
+             "--port", str(port), "--workers", "1", "--backend-store-uri", backend_uri],
+            stdout=stream, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_healthy(f"{url}/health", server, log, "MLflow server")
+        yield url
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=60)
+
+
+@contextlib.contextmanager
+def browser_page():
+    """A page of headless Chromium (Debian's package) driven by Playwright."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        pytest.skip("Debian's chromium is not installed")
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+        try:
+            yield browser.new_page(viewport={"width": 1600, "height": 1000})
+        finally:
+            browser.close()

@@ -74,6 +74,10 @@ def test_flow_records_a_complete_run(mrpc_dir, tmp_path):
 
     versions = client.search_model_versions("name='e2e-model'")
     assert [v.run_id for v in versions] == [run.info.run_id]
+    # the first registered version has no champion to beat
+    assert summary["promoted"] is True
+    assert client.get_model_version_by_alias("e2e-model", "champion").run_id == run.info.run_id
+    assert run.data.tags["finetrack.promotion.promoted"] == "True"
     assert not any((tmp_path / "outputs").glob("*/checkpoint-*"))
 
 

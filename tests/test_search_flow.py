@@ -9,7 +9,7 @@ from pathlib import Path
 
 import optuna
 import pytest
-from conftest import small_train_config
+from conftest import browser_page, mlflow_server, small_train_config
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 from prefect.testing.utilities import prefect_test_harness
@@ -57,10 +57,16 @@ def child_runs(client: MlflowClient, parent_id: str):
     return client.search_runs([experiment.experiment_id], query)
 
 
-def test_study_logs_nested_trials_and_registers_the_winner(mrpc_dir, tmp_path, prefect_backend):
-    config = tiny_search(mrpc_dir, tmp_path)
-    summary = search_flow(config)
+@pytest.fixture(scope="module")
+def tiny_study(mrpc_dir, tmp_path_factory, prefect_backend):
+    """A finished 3-trial study with its confirmed winner registered: (config, summary)."""
+    folder = tmp_path_factory.mktemp("study")
+    config = tiny_search(mrpc_dir, folder)
+    return config, search_flow(config)
 
+
+def test_study_logs_nested_trials_and_registers_the_winner(tiny_study):
+    config, summary = tiny_study
     client = MlflowClient(config.train.tracking_uri)
     parent = client.get_run(summary["parent_run_id"])
     assert parent.info.status == "FINISHED"
@@ -84,7 +90,35 @@ def test_study_logs_nested_trials_and_registers_the_winner(mrpc_dir, tmp_path, p
     assert parent.data.params["best_learning_rate"] == str(study.best_params["learning_rate"])
     assert summary["decision"].promoted
     assert champion_version(client, "tiny-model") == summary["decision"].challenger_version
-    assert not list((tmp_path / "outputs").glob("**/checkpoint-*"))
+    assert not list(config.train.output_dir.glob("**/checkpoint-*"))
+
+
+def test_mlflow_ui_shows_the_study(tiny_study, tmp_path):
+    """What a user sees: the experiment, the study run with its trials nested, the champion."""
+    config, summary = tiny_study
+    client = MlflowClient(config.train.tracking_uri)
+    experiment = client.get_experiment_by_name("search-test")
+    trial = child_runs(client, summary["parent_run_id"])[0]
+    version = summary["decision"].challenger_version
+    with mlflow_server(config.train.tracking_uri) as url, browser_page() as page:
+        page.goto(f"{url}/#/experiments/{experiment.experiment_id}", wait_until="domcontentloaded")
+        page.get_by_text("search-test").first.wait_for(timeout=60_000)
+        page.get_by_text("study-tiny").first.wait_for(timeout=60_000)
+        page.screenshot(path=tmp_path / "experiment.png", full_page=True)
+
+        trial_page = f"{url}/#/experiments/{experiment.experiment_id}/runs/{trial.info.run_id}"
+        page.goto(trial_page, wait_until="domcontentloaded")
+        page.get_by_text(trial.info.run_name).first.wait_for(timeout=60_000)
+        page.get_by_text("study-tiny").first.wait_for(timeout=60_000)  # its parent run
+        page.screenshot(path=tmp_path / "trial.png", full_page=True)
+
+        page.goto(f"{url}/#/models/tiny-model", wait_until="domcontentloaded")
+        page.get_by_text("champion").first.wait_for(timeout=60_000)
+        page.get_by_text(f"Version {version}").first.wait_for(timeout=60_000)
+        page.screenshot(path=tmp_path / "model.png", full_page=True)
+    assert all(
+        (tmp_path / name).stat().st_size > 10_000 for name in ("experiment.png", "model.png")
+    )
 
 
 def test_pruned_trial_stops_at_once(mrpc_dir, tmp_path, prefect_backend, monkeypatch):
