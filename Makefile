@@ -43,6 +43,9 @@ ui: install
 
 # every benchmark on DATA (real MRPC), then bench/RESULTS.md from what bench/recorded/ holds
 bench: install
+	$(PY) -m bench.tokenization_cache --data-dir $(DATA)
+	$(PY) -m bench.overhead --data-dir $(DATA)
+	$(PY) -m bench.scaling --data-dir $(DATA)
 	$(PY) -m bench.search_pruning --data-dir $(DATA) $(ARGS)
 	$(PY) -m bench.quality --data-dir $(DATA) --tuned-from bench/results/search_pruning.json $(ARGS)
 	$(PY) -m bench.report

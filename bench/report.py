@@ -71,7 +71,78 @@ def gaps(seed: dict, tuned: dict) -> list[str]:
     return described
 
 
-RENDERERS = {"search_pruning.json": search_pruning, "quality.json": quality}
+def overhead(data: dict) -> list[str]:
+    bare, flow = data["bare"], data["flow"]
+    lines = [
+        "### Overhead: fine-tune flow vs bare Trainer script, same work, back to back",
+        "",
+        "| | wall s (whole process) | train samples/s | validation accuracy | validation F1 |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for name, row in (("bare Trainer", bare), ("finetrack flow", flow)):
+        lines.append(
+            f"| {name} | {row['wall_seconds']:.1f} | {row['train_samples_per_second']:.2f} | "
+            f"{row['validation_accuracy']:.4f} | {row['validation_f1']:.4f} |"
+        )
+    return [
+        *lines,
+        "",
+        f"Flow / bare wall time: {data['ratio']:.3f}. Inside the flow: training "
+        f"{flow['train_seconds']:.1f} s, tokenization {flow['tokenize_seconds']:.2f} s, "
+        f"model logging {flow['log_model_seconds']:.1f} s (all included in its wall time).",
+    ]
+
+
+def scaling(data: dict) -> list[str]:
+    sizes = data["sizes"]
+    full = sizes[-1]
+    lines = [
+        f"### Scaling: {data['epochs']} epoch at growing shares of MRPC train (cold cache)",
+        "",
+        "| share | train rows | train s | train s per 1k rows | tokenize s | flow wall s |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for row in sizes:
+        lines.append(
+            f"| {row['fraction']:.0%} | {row['train_rows']} | {row['train_seconds']:.1f} | "
+            f"{1000 * row['train_seconds'] / row['train_rows']:.1f} | "
+            f"{row['tokenize_seconds']:.2f} | {row['wall_seconds']:.1f} |"
+        )
+    smallest = sizes[0]
+    growth = full["train_seconds"] / smallest["train_seconds"]
+    rows = full["train_rows"] / smallest["train_rows"]
+    return [
+        *lines,
+        "",
+        f"Training time grew by a factor {growth:.2f} for {rows:.2f} times the rows.",
+    ]
+
+
+def tokenization_cache(data: dict) -> list[str]:
+    cases = data["cases"]
+    first = cases[0]["seconds"]
+    rows = ", ".join(f"{split} {n}" for split, n in data["rows"].items())
+    lines = [
+        f"### Tokenization cache ({rows} rows)",
+        "",
+        "| case | seconds | share of the first | cache |",
+        "| --- | --- | --- | --- |",
+    ]
+    for case in cases:
+        lines.append(
+            f"| {case['case']} | {case['seconds']:.3f} | {case['seconds'] / first:.1%} | "
+            f"{'hit' if case['cache_hit'] else 'miss'} |"
+        )
+    return lines
+
+
+RENDERERS = {
+    "overhead.json": overhead,
+    "tokenization_cache.json": tokenization_cache,
+    "scaling.json": scaling,
+    "search_pruning.json": search_pruning,
+    "quality.json": quality,
+}
 
 
 def render() -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import shutil
 import sys
+import time
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
@@ -125,7 +126,11 @@ def fine_tune(
             input_example = {"text": example["text"]}
             if dataset.has_pair:
                 input_example["text_pair"] = example["text_pair"]
+            started = time.perf_counter()
             model_uri = log_model(run_id, result.trainer, tokenizer, input_example).model_uri
+            tracking.log_metrics(
+                client, run_id, {"log_model_seconds": time.perf_counter() - started}
+            )
             if config.registered_model_name:
                 decision = register_and_promote(
                     client,

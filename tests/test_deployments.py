@@ -129,7 +129,7 @@ def test_deployments_end_to_end(mrpc_dir, tmp_path, prefect_server, worker):
     retrain(flipped)
     assert champion_version(client, "e2e") == "2"
     decisions = {
-        v.version: client.get_run(v.run_id).data.tags["finetrack.promotion.promoted"]
+        str(v.version): client.get_run(v.run_id).data.tags["finetrack.promotion.promoted"]
         for v in client.search_model_versions("name='e2e'")
     }
     assert decisions == {"1": "True", "2": "True", "3": "False"}

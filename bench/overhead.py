@@ -1,0 +1,88 @@
+"""Benchmark: the fine-tune flow (Prefect + MLflow + model artifact) vs a bare Trainer script.
+
+Both do the same work, back to back in one invocation with the same threads: the seed recipe
+on MRPC train, evaluated on validation after every epoch (the flow gets a folder holding only
+those two splits, so it predicts no test set). Each wall time is the whole process, from
+start to exit, model logging included; the flow's own timings say where its extra time went.
+
+    .venv/bin/python -m bench.overhead --data-dir ../shared/data/mrpc
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+from pathlib import Path
+
+from mlflow.tracking import MlflowClient
+
+from bench import report
+from bench.common import RESULTS, run_flows, save
+from tasks.config import PACKAGED_MODEL
+from tasks.model import resolve_model
+
+FLOW_METRICS = (
+    "train_seconds",
+    "tokenize_seconds",
+    "log_model_seconds",
+    "train_samples_per_second",
+    "validation_accuracy",
+    "validation_f1",
+)
+
+
+def two_splits(data_dir: Path, folder: Path) -> Path:
+    """A folder with links to train and validation only."""
+    folder.mkdir()
+    for split in ("train", "validation"):
+        (folder / f"{split}.tsv").symlink_to((data_dir / f"{split}.tsv").resolve())
+    return folder
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-dir", type=Path, required=True)
+    parser.add_argument("--max-train-samples", type=int, help="a slice, for a smoke run")
+    parser.add_argument("--num-epochs", type=int, default=3)
+    parser.add_argument("--results", type=Path, default=RESULTS)
+    args = parser.parse_args()
+    slice_flags = ["--num-epochs", str(args.num_epochs)]
+    if args.max_train_samples:
+        slice_flags += ["--max-train-samples", str(args.max_train_samples)]
+    with tempfile.TemporaryDirectory() as folder:
+        work = Path(folder)
+        data = two_splits(args.data_dir, work / "data")
+        model = resolve_model(PACKAGED_MODEL)
+        jobs = {
+            "bare": (
+                "bench.bare_trainer",
+                ["--data-dir", str(data), "--model", model, "--result", str(work / "bare.json"),
+                 *slice_flags],
+            ),
+            "flow": (
+                "flows.fine_tune",
+                ["--data-dir", str(data), "--tracking-uri", f"sqlite:///{work}/mlflow.db",
+                 "--output-dir", str(work / "outputs"), "--cache-dir", str(work / "cache"),
+                 "--experiment-name", "bench-overhead", *slice_flags],
+            ),
+        }  # fmt: skip
+        seconds = run_flows(jobs, work, parallel=False)
+        bare = json.loads((work / "bare.json").read_text())
+        client = MlflowClient(f"sqlite:///{work}/mlflow.db")
+        experiment = client.get_experiment_by_name("bench-overhead")
+        (run,) = client.search_runs([experiment.experiment_id])
+        flow = {key: run.data.metrics[key] for key in FLOW_METRICS}
+    results = {
+        "bare": {"wall_seconds": seconds["bare"], **bare},
+        "flow": {"wall_seconds": seconds["flow"], **flow},
+        "ratio": seconds["flow"] / seconds["bare"],
+        "settings": {"num_epochs": args.num_epochs, "max_train_samples": args.max_train_samples},
+    }
+    print("\n".join(report.overhead(results)))
+    name = "overhead_smoke.json" if args.max_train_samples else "overhead.json"
+    save(name, results, args.results)
+
+
+if __name__ == "__main__":
+    main()
