@@ -20,6 +20,7 @@ import optuna
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NONE
+from prefect.exceptions import TerminationSignal
 from prefect.runtime import flow_run
 
 from flows.cli import run_command
@@ -183,10 +184,13 @@ def search_flow(config: SearchConfig | None = None, force: bool = False) -> dict
             if search.claimed_before(study, trial.number) >= config.n_trials:
                 study.stop()
                 raise SurplusTrial(f"trial {trial.number}: study already has its trials")
-            outcome = run_trial(
-                trial.number, trial, config, client, parent_id, model_path, tokenizer,
-                tokenized, dataset.label_names,
-            )  # fmt: skip
+            try:
+                outcome = run_trial(
+                    trial.number, trial, config, client, parent_id, model_path, tokenizer,
+                    tokenized, dataset.label_names,
+                )  # fmt: skip
+            except TerminationSignal as stop:  # Optuna marks FAIL on KeyboardInterrupt only
+                raise KeyboardInterrupt(f"signal {stop.signal}") from stop
             if outcome.state == "PRUNED":
                 raise optuna.TrialPruned(f"pruned after epoch {outcome.epochs_trained}")
             return outcome.value

@@ -1,5 +1,6 @@
 """SIGTERM (as from a scheduler or Ctrl-C) closes the open MLflow run as KILLED."""
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -39,3 +40,46 @@ def test_sigterm_marks_the_run_killed(mrpc_dir, tmp_path):
         os.killpg(job.pid, signal.SIGKILL) if job.poll() is None else None
     assert job.returncode != 0
     assert client.get_run(runs[0].info.run_id).info.status == "KILLED", err.decode()[-2000:]
+
+
+def test_sigterm_during_a_search_leaves_the_study_consistent(mrpc_dir, tmp_path):
+    """The trial in progress ends FAIL in Optuna, its run and the study run end KILLED, and a
+    rerun finishes the study."""
+    from optuna.trial import TrialState
+    from test_search_flow import running_trial_with_a_run, search_command, trial_runs, trials_in
+
+    storage = f"sqlite:///{tmp_path}/optuna.db"
+    command = search_command(mrpc_dir, tmp_path, "--n-trials", "2", "--finalize", "false")
+    job = subprocess.Popen(
+        command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
+    try:
+        deadline = time.monotonic() + 300
+        while not running_trial_with_a_run(storage, tmp_path):
+            assert job.poll() is None and time.monotonic() < deadline, "no trial started"
+            time.sleep(0.5)
+        (interrupted,) = trials_in(storage, (TrialState.RUNNING,))
+        time.sleep(2)  # inside training
+        job.send_signal(signal.SIGTERM)
+        job.wait(timeout=120)
+    finally:
+        with contextlib.suppress(ProcessLookupError):  # what is left, e.g. Prefect's server
+            os.killpg(job.pid, signal.SIGKILL)
+    assert job.returncode != 0
+
+    assert not trials_in(storage, (TrialState.RUNNING,))
+    (state,) = [t.state for t in trials_in(storage, None) if t.number == interrupted.number]
+    assert state == TrialState.FAIL
+    (trial_run,) = trial_runs(tmp_path, interrupted.number)
+    assert trial_run.info.status == "KILLED"
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    experiment = client.get_experiment_by_name("search-test")
+    statuses = {
+        r.info.run_name: r.info.status for r in client.search_runs([experiment.experiment_id])
+    }
+    assert statuses["study-shared"] == "KILLED"
+    assert "RUNNING" not in statuses.values()
+
+    rerun = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert len(trials_in(storage, (TrialState.COMPLETE, TrialState.PRUNED))) == 2
