@@ -74,7 +74,8 @@ def gaps(seed: dict, tuned: dict) -> list[str]:
 def overhead(data: dict) -> list[str]:
     bare, flow = data["bare"], data["flow"]
     lines = [
-        "### Overhead: fine-tune flow vs bare Trainer script, same work, back to back",
+        f"### Overhead: fine-tune flow vs bare Trainer script, {data['settings']['num_epochs']} "
+        "epoch(s) of the seed recipe on MRPC train, back to back",
         "",
         "| | wall s (whole process) | train samples/s | validation accuracy | validation F1 |",
         "| --- | --- | --- | --- | --- |",
