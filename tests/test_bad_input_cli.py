@@ -3,11 +3,10 @@ trained, logged or registered. Each case runs the real `main` of a flow, so the 
 the whole way from flags to the first task."""
 
 import re
-import socket
 from pathlib import Path
 
 import pytest
-from conftest import BAD_INPUTS, TINY_TSV, bad_data_dir, write_split_files
+from conftest import BAD_INPUTS, TINY_TSV, bad_data_dir, free_port, write_split_files
 from mlflow.tracking import MlflowClient
 from prefect.testing.utilities import prefect_test_harness
 
@@ -96,12 +95,9 @@ def test_model_folder_without_safetensors(tiny_dir, tmp_path, capsys):
 
 
 def test_unreachable_tracking_server(tiny_dir, tmp_path, capsys):
-    with socket.socket() as closed:  # a port nobody listens on
-        closed.bind(("127.0.0.1", 0))
-        port = closed.getsockname()[1]
     argv = [
         "--data-dir", str(tiny_dir), *outputs(tmp_path),
-        "--tracking-uri", f"http://user:secret@127.0.0.1:{port}",
+        "--tracking-uri", f"http://user:secret@127.0.0.1:{free_port()}",  # nobody listens
     ]  # fmt: skip
     code, err = run_main(fine_tune.main, argv, capsys)
     assert code == 2
