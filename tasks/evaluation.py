@@ -14,6 +14,8 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import confusion_matrix
 
+from tasks.tokenization import by_length
+
 METRIC_DIR = Path(__file__).parent / "metrics" / "accuracy_f1"
 
 
@@ -61,8 +63,11 @@ def evaluate_split(
     trainer, dataset, frame: pd.DataFrame, split: str, label_names: list[str]
 ) -> SplitResult:
     """`trainer.predict` on one split; metrics and confusion matrix only when labelled."""
-    output = trainer.predict(dataset, metric_key_prefix=split)
-    probabilities = softmax(np.asarray(output.predictions, dtype=np.float64))
+    ordered, order = by_length(dataset)
+    output = trainer.predict(ordered, metric_key_prefix=split)
+    logits = np.empty_like(np.asarray(output.predictions, dtype=np.float64))
+    logits[order] = output.predictions
+    probabilities = softmax(logits)
     predicted = probabilities.argmax(axis=-1)
     table = frame.copy()
     table["predicted"] = [label_names[i] for i in predicted]

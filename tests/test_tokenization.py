@@ -5,7 +5,7 @@ import pytest
 from tasks.config import PACKAGED_MODEL, FineTuneConfig
 from tasks.data import load_data
 from tasks.model import resolve_model
-from tasks.tokenization import load_tokenizer, tokenize
+from tasks.tokenization import by_length, load_tokenizer, tokenize
 
 
 @pytest.fixture(scope="module")
@@ -44,3 +44,12 @@ def test_pairs_are_encoded_together(mrpc_dir, tokenizer, tmp_path):
     sep = tokenizer.sep_token_id
     assert row["input_ids"].count(sep) == 2
     assert set(row["token_type_ids"]) == {0, 1}
+
+
+def test_by_length_orders_rows_and_says_how(mrpc_dir, tokenizer, tmp_path):
+    train = tokenize(slice_of(mrpc_dir, 40), tokenizer, 128, tmp_path).datasets["train"]
+    ordered, order = by_length(train)
+    lengths = [len(ids) for ids in ordered["input_ids"]]
+    assert lengths == sorted(lengths) and lengths != [len(i) for i in train["input_ids"]]
+    assert sorted(order) == list(range(40))
+    assert ordered[5]["input_ids"] == train[int(order[5])]["input_ids"]

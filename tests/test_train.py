@@ -21,7 +21,7 @@ def test_arguments_carry_the_recipe(tmp_path):
     assert args.eval_strategy == "epoch" and args.save_strategy == "epoch"
     assert args.load_best_model_at_end and args.metric_for_best_model == "f1"
     assert args.report_to == [] or args.report_to == "none"
-    assert args.seed == 42 and args.optim == "adamw_torch"
+    assert args.seed == 42 and args.optim == "adamw_torch_fused"
 
 
 def test_bf16_setting():
