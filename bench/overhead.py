@@ -2,8 +2,10 @@
 
 Both do the same work, back to back in one invocation with the same threads: the seed recipe
 on MRPC train, evaluated on validation after every epoch (the flow gets a folder holding only
-those two splits, so it predicts no test set). Each wall time is the whole process, from
-start to exit, model logging included; the flow's own timings say where its extra time went.
+those two splits, so it predicts no test set), batches drawn at random in both (the flow's
+`--group-by-length` is pinned off so that the work is the same whatever its default).
+Each wall time is the whole process, from start to exit, model logging included; the
+flow's own timings say where its extra time went.
 
     .venv/bin/python -m bench.overhead --data-dir ../shared/data/mrpc
 """
@@ -64,7 +66,8 @@ def main() -> None:
                 "flows.fine_tune",
                 ["--data-dir", str(data), "--tracking-uri", f"sqlite:///{work}/mlflow.db",
                  "--output-dir", str(work / "outputs"), "--cache-dir", str(work / "cache"),
-                 "--experiment-name", "bench-overhead", *slice_flags],
+                 "--experiment-name", "bench-overhead", "--group-by-length", "false",
+                 *slice_flags],
             ),
         }  # fmt: skip
         seconds = run_flows(jobs, work, parallel=False)
