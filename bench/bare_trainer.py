@@ -1,8 +1,10 @@
 """The baseline the flow is measured against: the course chapter's plain Trainer script.
 
 Reads MRPC's train and validation TSVs, tokenizes with dynamic padding, fine-tunes with the
-seed recipe (lr 5e-5, batch 8, 3 epochs, evaluation per epoch) and writes the final
-validation accuracy and F1 as JSON. No Prefect, no MLflow, no cache, no model saved.
+seed recipe (lr 5e-5, batch 8, 3 epochs, evaluation per epoch, transformers' defaults for
+everything else) and writes the final validation accuracy and F1 as JSON. No Prefect, no
+MLflow, no cache, no model saved. `--group-by-length` and `--bf16` are the speed-ups
+`bench.training_speed` measures against it.
 
     .venv/bin/python -m bench.bare_trainer --data-dir DIR --model DIR --result r.json
 """
@@ -17,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 from datasets import Dataset
 from sklearn.metrics import accuracy_score, f1_score
 from transformers import (
@@ -52,6 +55,9 @@ def main() -> None:
     parser.add_argument("--max-train-samples", type=int)
     parser.add_argument("--max-eval-samples", type=int)
     parser.add_argument("--num-epochs", type=int, default=3)
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--group-by-length", action="store_true", help="length-grouped batches")
+    parser.add_argument("--bf16", action="store_true", help="bf16 autocast")
     parser.add_argument("--result", type=Path, required=True, help="where the JSON goes")
     args = parser.parse_args()
     start = time.perf_counter()
@@ -67,8 +73,10 @@ def main() -> None:
             num_train_epochs=args.num_epochs,
             eval_strategy="epoch",
             save_strategy="no",
-            seed=42,
-            use_cpu=True,
+            seed=args.seed,
+            use_cpu=not torch.cuda.is_available(),
+            bf16=args.bf16,
+            train_sampling_strategy="group_by_length" if args.group_by_length else "random",
             report_to="none",
         )
         trainer = Trainer(

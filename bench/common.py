@@ -9,25 +9,41 @@ import subprocess
 import sys
 import time
 from datetime import UTC, datetime
-from importlib.metadata import version
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import torch
 
 RESULTS = Path(__file__).parent / "results"
+LIBRARIES = ("torch", "transformers", "datasets", "optuna", "prefect", "mlflow")
+
+
+def cpu_name() -> str:
+    """The processor's model name (Linux), else what `platform` knows."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def installed(package: str) -> str:
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return "not installed"
 
 
 def machine() -> dict:
     """Where a figure was measured: hardware, library versions, date."""
-    device = torch.cuda.get_device_name() if torch.cuda.is_available() else platform.processor()
     return {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "device": device or platform.machine(),
+        "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU only",
+        "cpu": cpu_name(),
         "cpu_threads": torch.get_num_threads(),
         "python": platform.python_version(),
-        **{
-            name: version(name) for name in ("torch", "transformers", "optuna", "prefect", "mlflow")
-        },
+        **{name: installed(name) for name in LIBRARIES},
     }
 
 

@@ -9,6 +9,7 @@ in. Record a run by copying its bench/results/*.json (and logs) into a new folde
 from __future__ import annotations
 
 import json
+import statistics
 from pathlib import Path
 
 HERE = Path(__file__).parent
@@ -119,6 +120,62 @@ def scaling(data: dict) -> list[str]:
     ]
 
 
+def _mean_std(stat: dict, digits: int) -> str:
+    if stat["std"] is None:
+        return f"{stat['mean']:.{digits}f}"
+    return f"{stat['mean']:.{digits}f} ± {stat['std']:.{digits}f}"
+
+
+def training_speed(data: dict) -> list[str]:
+    settings, configs = data["settings"], data["configs"]
+    where = "CUDA" if settings["cuda"] else "CPU"
+    first, base = next(iter(configs.items()))
+    scope = f" (first {n} rows)" if (n := settings["max_train_samples"]) else ""
+    lines = [
+        f"### Training speed on {where}: bare Trainer, seed recipe, "
+        f"{settings['num_epochs']} epoch(s) of MRPC train{scope}, seeds "
+        f"{', '.join(map(str, settings['seeds']))}"
+        + (" (all runs at the same time)" if settings["parallel"] else ", back to back"),
+        "",
+        f"| config | train samples/s | speed-up vs {first} | validation accuracy | "
+        f"Δ accuracy vs {first} (points) | validation F1 |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for name, row in configs.items():
+        speed, accuracy = row["train_samples_per_second"], row["validation_accuracy"]
+        speedup = speed["mean"] / base["train_samples_per_second"]["mean"]
+        delta = 100 * (accuracy["mean"] - base["validation_accuracy"]["mean"])
+        lines.append(
+            f"| {name} | {_mean_std(speed, 2)} | {speedup:.2f} x | {_mean_std(accuracy, 4)} | "
+            f"{delta:+.2f} | {_mean_std(row['validation_f1'], 4)} |"
+        )
+    for name, reason in data["skipped"].items():
+        lines.append(f"| {name} | skipped: {reason} | | | | |")
+    return lines
+
+
+def pooled_accuracy(runs: list[dict]) -> list[str]:
+    """Validation accuracy of every run of each config above, pooled: one run's three seeds
+    are too few to tell a one-point effect from noise."""
+    pooled: dict[str, list[float]] = {}
+    for data in runs:
+        for name, row in data["configs"].items():
+            pooled.setdefault(name, []).extend(r["validation_accuracy"] for r in row["runs"])
+    lines = [
+        "Pooled over the runs above (validation accuracy of every seed of every run):",
+        "",
+        "| config | runs | validation accuracy | Δ vs fp32 (points) |",
+        "| --- | --- | --- | --- |",
+    ]
+    base = statistics.fmean(pooled["fp32"]) if "fp32" in pooled else None
+    for name, values in pooled.items():
+        mean = statistics.fmean(values)
+        spread = f" ± {statistics.stdev(values):.4f}" if len(values) > 1 else ""
+        delta = f"{100 * (mean - base):+.2f}" if base is not None else ""
+        lines.append(f"| {name} | {len(values)} | {mean:.4f}{spread} | {delta} |")
+    return lines
+
+
 def tokenization_cache(data: dict) -> list[str]:
     cases = data["cases"]
     first = cases[0]["seconds"]
@@ -137,12 +194,13 @@ def tokenization_cache(data: dict) -> list[str]:
     return lines
 
 
-RENDERERS = {
-    "overhead.json": overhead,
-    "tokenization_cache.json": tokenization_cache,
-    "scaling.json": scaling,
-    "search_pruning.json": search_pruning,
-    "quality.json": quality,
+RENDERERS = {  # file stem -> renderer; a folder may hold several runs: STEM-1.json, ...
+    "overhead": overhead,
+    "tokenization_cache": tokenization_cache,
+    "training_speed": training_speed,
+    "scaling": scaling,
+    "search_pruning": search_pruning,
+    "quality": quality,
 }
 
 
@@ -154,17 +212,16 @@ def render() -> str:
         "how each figure is measured.",
     ]
     for folder in sorted(p for p in RECORDED.iterdir() if p.is_dir()):
-        machine = None
         sections = []
-        for name, renderer in RENDERERS.items():
-            path = folder / name
-            if path.exists():
-                data = json.loads(path.read_text())
-                machine = data["machine"]
-                sections += ["", *renderer(data)]
-        if machine:
-            described = ", ".join(f"{k} {v}" for k, v in machine.items())
-            lines += ["", f"## {folder.name}", "", f"Machine and versions: {described}.", *sections]
+        for stem, renderer in RENDERERS.items():
+            runs = [json.loads(path.read_text()) for path in sorted(folder.glob(f"{stem}*.json"))]
+            for data in runs:
+                described = ", ".join(f"{k} {v}" for k, v in data["machine"].items())
+                sections += ["", *renderer(data), "", f"Machine and versions: {described}."]
+            if stem == "training_speed" and len(runs) > 1:
+                sections += ["", *pooled_accuracy(runs)]
+        if sections:
+            lines += ["", f"## {folder.name}", *sections]
     return "\n".join(lines) + "\n"
 
 

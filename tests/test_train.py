@@ -22,6 +22,11 @@ def test_arguments_carry_the_recipe(tmp_path):
     assert args.load_best_model_at_end and args.metric_for_best_model == "f1"
     assert args.report_to == [] or args.report_to == "none"
     assert args.seed == 42 and args.optim == "adamw_torch_fused"
+    assert args.train_sampling_strategy == "group_by_length"
+    random_batches = training_arguments(
+        config.model_copy(update={"group_by_length": False}), tmp_path
+    )
+    assert random_batches.train_sampling_strategy == "random"
 
 
 def test_bf16_setting():
