@@ -24,6 +24,7 @@ from typing import ClassVar
 import mlflow
 import pandas as pd
 from mlflow.entities import Metric, Param, RunStatus
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from transformers import TrainerCallback
 
@@ -90,7 +91,13 @@ def experiment_id(client: MlflowClient, name: str) -> str:
     if client.tracking_uri.startswith("sqlite:///"):
         database = Path(client.tracking_uri.removeprefix("sqlite:///"))
         location = (database.resolve().parent / "mlruns" / name).as_uri()
-    return client.create_experiment(name, artifact_location=location)
+    try:
+        return client.create_experiment(name, artifact_location=location)
+    except MlflowException:
+        experiment = client.get_experiment_by_name(name)  # another worker created it just now
+        if experiment is None:
+            raise
+        return experiment.experiment_id
 
 
 @contextlib.contextmanager

@@ -3,7 +3,7 @@
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tasks.tracking import TrackingError, connect, redact, tracked_run
+from tasks.tracking import TrackingError, connect, experiment_id, redact, tracked_run
 
 
 @pytest.fixture
@@ -40,3 +40,17 @@ def test_redact_hides_passwords():
 def test_unreachable_server_fails_fast():
     with pytest.raises(TrackingError, match="unreachable"):
         connect("http://127.0.0.1:9", timeout=2)
+
+
+def test_experiment_created_by_another_worker_in_between(client, monkeypatch):
+    """Two workers both see no experiment, both create it: the second must use the first's."""
+    existing = client.create_experiment("shared")
+    real_lookup = client.get_experiment_by_name
+    calls = []
+
+    def lookup(name):  # the first look-up happened before the other worker's create
+        calls.append(name)
+        return None if len(calls) == 1 else real_lookup(name)
+
+    monkeypatch.setattr(client, "get_experiment_by_name", lookup)
+    assert experiment_id(client, "shared") == existing
