@@ -85,8 +85,9 @@ def fine_tune(
         "finetrack.data_fingerprint": dataset.fingerprint,
         **(tags or {}),
     }
+    run_name = config.run_name or flow_run.get_name()  # the same name in Prefect and MLflow
     with tracking.tracked_run(
-        client, config.experiment_name, config.run_name, tags, parent_run_id
+        client, config.experiment_name, run_name, tags, parent_run_id
     ) as run_id:
         params = {
             **config.params(),
@@ -127,7 +128,9 @@ def fine_tune(
             if dataset.has_pair:
                 input_example["text_pair"] = example["text_pair"]
             started = time.perf_counter()
-            model_uri = log_model(run_id, result.trainer, tokenizer, input_example).model_uri
+            model_uri = log_model(
+                client, run_id, result.trainer, tokenizer, input_example
+            ).model_uri
             tracking.log_metrics(
                 client, run_id, {"log_model_seconds": time.perf_counter() - started}
             )
@@ -139,6 +142,7 @@ def fine_tune(
                     config.registered_model_name,
                     dataset.splits["validation"],
                     dataset.label_names,
+                    metric=config.objective_metric,
                 )
         shutil.rmtree(output_dir, ignore_errors=True)
 

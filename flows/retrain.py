@@ -92,7 +92,7 @@ def retrain(config: RetrainConfig | None = None) -> dict:
         config.registered_model_name,
         dataset.splits[config.evaluation_split],
         dataset.label_names,
-        metric=config.metric,
+        metric=config.metric or config.train.objective_metric,
         margin=config.promotion_margin,
     )
     create_markdown_artifact(decision_markdown(decision), key="retrain-decision")

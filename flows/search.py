@@ -72,7 +72,8 @@ def run_trial(
     ) as run_id:
         trial.set_user_attr("mlflow_run_id", run_id)
         tracking.log_params(client, run_id, {**trial_config.params(), "trial_number": number})
-        pruning = search.PruningCallback(trial, config.objective_metric)
+        objective = f"eval_{config.train.objective_metric}"
+        pruning = search.PruningCallback(trial, config.train.objective_metric)
         try:
             result = train(
                 trial_config, model_path, tokenizer, tokenized.datasets, label_names, output_dir,
@@ -83,16 +84,13 @@ def run_trial(
             raise
         finally:
             shutil.rmtree(output_dir, ignore_errors=True)  # checkpoints are never kept
-        values = [
-            row[config.objective_metric] for row in result.history if config.objective_metric in row
-        ]
-        best = max(values) if config.direction == "maximize" else min(values)
+        best = max(row[objective] for row in result.history if objective in row)
         state = "PRUNED" if pruning.pruned_at is not None else "COMPLETE"
         client.set_tag(run_id, STATE_TAG, state)
         tracking.log_metrics(
             client,
             run_id,
-            {f"best_{config.objective_metric}": best, "epochs_trained": pruning.epochs_done},
+            {f"best_{objective}": best, "epochs_trained": pruning.epochs_done},
         )
     return TrialOutcome(number, params, best, state, run_id, pruning.epochs_done)
 
@@ -173,8 +171,7 @@ def search_flow(config: SearchConfig | None = None, force: bool = False) -> dict
                 "n_trials": config.n_trials,
                 "sampler": config.sampler,
                 "pruner": config.pruner,
-                "direction": config.direction,
-                "objective_metric": config.objective_metric,
+                "objective_metric": config.train.objective_metric,
                 "search_space": config.space(),
                 "data_fingerprint": dataset.fingerprint,
             },
@@ -225,6 +222,7 @@ def search_flow(config: SearchConfig | None = None, force: bool = False) -> dict
                 name,
                 dataset.splits["validation"],
                 dataset.label_names,
+                metric=config.train.objective_metric,
                 margin=config.promotion_margin,
             )
             for key, value in decision.as_tags().items():
@@ -261,11 +259,12 @@ def record_study(client, parent_id: str, study: optuna.Study, rows: list[dict]) 
 
 
 def confirm_and_pick(config: SearchConfig, study: optuna.Study, client, parent_id: str) -> dict:
-    """Retrain the top configurations with several seeds; the best mean validation F1 wins.
+    """Retrain the top configurations with several seeds; the best mean objective wins.
 
     Best-of-N on a noisy validation set is optimistic, so the choice rests on a mean over
     seeds; the model logged for the winner is its run with the base seed.
     """
+    metric = config.train.objective_metric
     candidates = search.top_configurations(study, max(config.confirm_top_k, 1))
     seeds = [config.train.seed + i for i in range(config.confirm_seeds)]
     if config.confirm_top_k == 0:
@@ -292,28 +291,29 @@ def confirm_and_pick(config: SearchConfig, study: optuna.Study, client, parent_i
                     },
                 )
             )
-        scores = [run["metrics"]["validation"]["f1"] for run in runs]
-        tests = [run["metrics"].get("test", {}).get("f1") for run in runs]
+        scores = [run["metrics"]["validation"][metric] for run in runs]
+        tests = [run["metrics"].get("test", {}).get(metric) for run in runs]
         results.append(
             {
                 "trial": trial.number,
                 "params": trial.params,
-                "mean_validation_f1": statistics.fmean(scores),
-                "std_validation_f1": statistics.pstdev(scores),
-                "mean_test_f1": statistics.fmean(tests) if None not in tests else None,
+                "metric": metric,
+                "validation_scores": scores,
+                "mean_validation": statistics.fmean(scores),
+                "std_validation": statistics.pstdev(scores),
+                "mean_test": statistics.fmean(tests) if None not in tests else None,
                 "seeds": seeds,
+                "run_ids": [run["run_id"] for run in runs],
                 "run_id": runs[0]["run_id"],
                 "model_uri": runs[0]["model_uri"],
             }
         )
-    winner = max(results, key=lambda r: r["mean_validation_f1"])
+    winner = max(results, key=lambda r: r["mean_validation"])
     tracking.log_files(client, parent_id, {"confirmation.json": results})
-    tracking.log_metrics(
-        client,
-        parent_id,
-        {"confirmed_validation_f1": winner["mean_validation_f1"]}
-        | ({"confirmed_test_f1": winner["mean_test_f1"]} if winner["mean_test_f1"] else {}),
-    )
+    confirmed = {f"confirmed_validation_{metric}": winner["mean_validation"]}
+    if winner["mean_test"] is not None:  # 0.0 is a score too
+        confirmed[f"confirmed_test_{metric}"] = winner["mean_test"]
+    tracking.log_metrics(client, parent_id, confirmed)
     return winner
 
 

@@ -84,6 +84,11 @@ class FineTuneConfig(BaseModel):
         description="bf16 autocast on CPU: 'auto' turns it on where the CPU has native bf16 "
         "(AMX or AVX512-BF16).",
     )
+    objective_metric: Literal["f1", "accuracy"] = Field(
+        "f1",
+        description="Validation metric that decides everything 'best': the checkpoint kept, "
+        "a search's trial values and confirmation winner, and the champion comparison.",
+    )
     group_by_length: bool = Field(
         True,
         description="Batch inputs of similar length together (less padding): faster "
@@ -98,7 +103,9 @@ class FineTuneConfig(BaseModel):
         description="MLflow tracking URI; unset: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db.",
     )
     experiment_name: str = Field("finetrack", description="MLflow experiment.")
-    run_name: str | None = Field(None, description="MLflow run name (default: generated).")
+    run_name: str | None = Field(
+        None, description="MLflow run name (default: the Prefect flow run's name)."
+    )
     log_model: bool = Field(True, description="Log the fine-tuned model to MLflow.")
     registered_model_name: str | None = Field(
         None,
@@ -115,6 +122,12 @@ class FineTuneConfig(BaseModel):
         return value
 
     _split_label_names = field_validator("label_names", mode="before")(comma_list)
+
+    @field_validator("objective_metric", mode="before")
+    @classmethod
+    def _metric_without_prefix(cls, value: Any) -> Any:
+        """`eval_f1` (the name of the per-epoch metric) is accepted for `f1`."""
+        return value.removeprefix("eval_") if isinstance(value, str) else value
 
     @field_validator("label_names")
     @classmethod
@@ -194,10 +207,6 @@ class SearchConfig(BaseModel):
         None, description="Optuna RDB URL; unset: $OPTUNA_STORAGE or sqlite:///optuna.db."
     )
     n_trials: int = Field(8, ge=1, description="Finished trials wanted in the study in total.")
-    direction: Literal["maximize", "minimize"] = Field("maximize", description="Goal.")
-    objective_metric: Literal["eval_f1", "eval_accuracy", "eval_loss"] = Field(
-        "eval_f1", description="Validation metric the study optimises (best epoch)."
-    )
     sampler: Literal["tpe", "random"] = Field("tpe", description="Sampler, seeded by train.seed.")
     pruner: Literal["median", "hyperband", "none"] = Field(
         "median", description="Pruner of trials that fall behind after an epoch."
@@ -228,7 +237,7 @@ class SearchConfig(BaseModel):
     )
     confirm_seeds: int = Field(3, ge=1, description="Seeds per confirmed configuration.")
     promotion_margin: float = Field(
-        0.0, ge=0, description="Validation F1 the new model must gain over the champion."
+        0.0, ge=0, description="Objective gain the new model needs over the champion."
     )
 
     _split_choices = field_validator("batch_size_choices", mode="before")(comma_list)
@@ -370,7 +379,9 @@ class RetrainConfig(BaseModel):
     evaluation_split: Literal["validation", "test"] = Field(
         "validation", description="Held-out split on which champion and challenger are compared."
     )
-    metric: Literal["f1", "accuracy"] = Field("f1", description="Comparison metric.")
+    metric: Literal["f1", "accuracy"] | None = Field(
+        None, description="Comparison metric (default: the train config's objective_metric)."
+    )
     promotion_margin: float = Field(0.0, ge=0, description="Gain needed to replace the champion.")
 
 

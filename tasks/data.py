@@ -64,6 +64,8 @@ class LoadedData:
 
 def find_split_files(data_dir: Path) -> dict[str, Path]:
     """Map split name to its file; train and validation must exist, test is optional."""
+    if data_dir.is_file():
+        raise DataError(f"data folder {data_dir} is a file; pass the folder that holds it")
     if not data_dir.is_dir():
         raise DataError(f"data folder not found: {data_dir}")
     found: dict[str, Path] = {}
@@ -94,28 +96,70 @@ def read_table(path: Path) -> pd.DataFrame:
     text = text.removeprefix("\ufeff")
     if not text.strip():
         raise DataError(f"{path}: empty split (no rows)")
-    try:
-        if path.suffix == ".jsonl":
-            rows = [json.loads(line) for line in text.splitlines() if line.strip()]
-            frame = pd.DataFrame(rows).astype("string").fillna("")
-        else:
-            sep = "\t" if path.suffix == ".tsv" else ","
-            quoting = csv.QUOTE_NONE if sep == "\t" else csv.QUOTE_MINIMAL
-            frame = pd.read_csv(
-                io.StringIO(text),
-                sep=sep,
-                quoting=quoting,
-                dtype=str,
-                keep_default_na=False,
-            )
-    except (ValueError, pd.errors.ParserError) as error:
-        raise DataError(f"{path}: cannot parse ({error})") from None
+    if path.suffix == ".jsonl":
+        frame = _read_jsonl(path, text)
+    else:
+        frame = _read_delimited(path, text, "\t" if path.suffix == ".tsv" else ",")
     if frame.empty:
         raise DataError(f"{path}: empty split (no rows)")
     return frame
 
 
-def resolve_columns(frames: dict[str, pd.DataFrame], config: FineTuneConfig) -> list[str]:
+def _read_delimited(path: Path, text: str, sep: str) -> pd.DataFrame:
+    """CSV (quoted fields may span lines) or TSV (no quoting, as GLUE writes it)."""
+    quoting = csv.QUOTE_NONE if sep == "\t" else csv.QUOTE_MINIMAL
+    header = next(csv.reader(io.StringIO(text), delimiter=sep, quoting=quoting))
+    _refuse_duplicates(path, [name.strip() for name in header])
+    try:
+        return pd.read_csv(
+            io.StringIO(text), sep=sep, quoting=quoting, dtype=str, keep_default_na=False
+        )
+    except (ValueError, pd.errors.ParserError) as error:
+        raise DataError(f"{path}: cannot parse ({error})") from None
+
+
+def _read_jsonl(path: Path, text: str) -> pd.DataFrame:
+    """One JSON object per line; a bad line is named by its number in the file."""
+    rows = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line, object_pairs_hook=_object_without_duplicates)
+        except json.JSONDecodeError as error:
+            raise DataError(
+                f"{path}: line {number}: not valid JSON ({error.msg} at column {error.colno})"
+            ) from None
+        except _DuplicateKey as error:
+            raise DataError(f"{path}: line {number}: key {error} appears twice") from None
+        if not isinstance(row, dict):
+            raise DataError(f"{path}: line {number}: expected a JSON object, got {line[:40]!r}")
+        rows.append(row)
+    return pd.DataFrame(rows).astype("string").fillna("")
+
+
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _object_without_duplicates(pairs: list[tuple[str, object]]) -> dict:
+    keys = [key for key, _ in pairs]
+    for key in keys:
+        if keys.count(key) > 1:
+            raise _DuplicateKey(repr(key))
+    return dict(pairs)
+
+
+def _refuse_duplicates(path: Path, header: list[str]) -> None:
+    """pandas would rename a repeated column (`a`, `a.1`) and use only one of them."""
+    repeated = sorted({name for name in header if header.count(name) > 1})
+    if repeated:
+        raise DataError(f"{path}: header line 1 repeats column(s) {repeated}")
+
+
+def resolve_columns(
+    frames: dict[str, pd.DataFrame], config: FineTuneConfig, where: dict[str, str]
+) -> list[str]:
     """The text columns to use; a missing required column is an error naming the file."""
     pair = config.text_pair_column
     optional = pair is not None and config.pair_column_is_default
@@ -127,42 +171,67 @@ def resolve_columns(frames: dict[str, pd.DataFrame], config: FineTuneConfig) -> 
         missing = [name for name in required if name not in frame.columns]
         if missing:
             raise DataError(
-                f"{split} split: missing column(s) {missing}; it has {list(frame.columns)}"
+                f"{where[split]}: missing column(s) {missing}; it has {list(frame.columns)}"
             )
     return columns
 
 
-def check_texts(frames: dict[str, pd.DataFrame], columns: list[str]) -> None:
+def check_texts(frames: dict[str, pd.DataFrame], columns: list[str], where: dict[str, str]) -> None:
     """Every text cell must hold something besides white space."""
     for split, frame in frames.items():
         for column in columns:
             blank = frame[column].astype(str).str.strip() == ""
             if blank.any():
-                rows = (frame.index[blank] + 1).tolist()[:5]
                 raise DataError(
-                    f"{split} split: {int(blank.sum())} empty text(s) in column {column!r} "
-                    f"(data rows {rows}{'...' if blank.sum() > 5 else ''})"
+                    f"{where[split]}: {int(blank.sum())} empty text(s) in column {column!r} "
+                    f"({_rows(blank)})"
                 )
 
 
+def _rows(mask: pd.Series) -> str:
+    """'data rows [2, 7]' for the first few rows where `mask` holds (header not counted)."""
+    rows = (mask[mask].index + 1).tolist()
+    return f"data row{'s' if len(rows) > 1 else ''} {rows[:5]}{'...' if len(rows) > 5 else ''}"
+
+
 def encode_labels(
-    frames: dict[str, pd.DataFrame], label_column: str, label_names: list[str] | None
+    frames: dict[str, pd.DataFrame],
+    label_column: str,
+    label_names: list[str] | None,
+    where: dict[str, str],
 ) -> tuple[dict[str, pd.Series], list[str]]:
     """Integer ids for every split's labels and the names in id order.
 
-    Integer labels must be 0..K-1; string labels get ids in sorted order. A test split
-    without a label column, or with all labels -1 (GLUE's hidden test labels), is unlabelled.
+    Integer labels must be 0..K-1; string labels get ids in sorted order. A column that mixes
+    the two, or has an empty cell, is refused: read either way it would invent a class. A test
+    split without a label column, or with all labels -1 (GLUE's hidden test labels), is
+    unlabelled. `where` names each split's file for the messages.
     """
-    train = frames["train"][label_column].astype(str).str.strip()
-    integer = all(_is_int(value) for value in train)
+    values = {
+        split: frame[label_column].astype(str).str.strip()
+        for split, frame in frames.items()
+        if label_column in frame.columns
+    }
+    for split, column in values.items():
+        blank = column == ""
+        if blank.any() and not (split == "test" and blank.all()):
+            raise DataError(f"{where[split]}: empty label in {label_column!r} ({_rows(blank)})")
+    train = values["train"]
+    is_int = train.map(_is_int)
+    integer = bool(is_int.all())
+    if is_int.any() and not integer:
+        raise DataError(
+            f"{where['train']}: label(s) {sorted(set(train[~is_int]))[:5]} in "
+            f"{_rows(~is_int)} are not integers, while the other labels are"
+        )
     if integer:
         train_ids = sorted({int(value) for value in train})
         if train_ids[0] < 0:
-            raise DataError(f"train split: negative label {train_ids[0]} in {label_column!r}")
+            raise DataError(f"{where['train']}: negative label {train_ids[0]} in {label_column!r}")
         names = label_names or [str(i) for i in range(train_ids[-1] + 1)]
         if train_ids[-1] >= len(names):
             raise DataError(
-                f"train split: label {train_ids[-1]} outside the label set 0..{len(names) - 1}"
+                f"{where['train']}: label {train_ids[-1]} outside the label set 0..{len(names) - 1}"
             )
         mapping = {str(i): i for i in range(len(names))}
     else:
@@ -171,26 +240,26 @@ def encode_labels(
         names = sorted(set(train))
         mapping = {name: i for i, name in enumerate(names)}
     if len(set(train)) < 2:
-        raise DataError(f"train split: only one class ({sorted(set(train))}); need two or more")
+        raise DataError(
+            f"{where['train']}: only one class ({sorted(set(train))}); need two or more"
+        )
 
     encoded: dict[str, pd.Series] = {}
     for split, frame in frames.items():
-        if label_column not in frame.columns:
-            encoded[split] = pd.Series(UNLABELLED, index=frame.index, dtype="int64")
-            continue
-        values = frame[label_column].astype(str).str.strip()
-        if split == "test" and (values == str(UNLABELLED)).all():
+        column = values.get(split)
+        if column is None or (split == "test" and column.isin(["", str(UNLABELLED)]).all()):
             encoded[split] = pd.Series(UNLABELLED, index=frame.index, dtype="int64")
             continue
         if integer:
-            values = values.map(lambda v: str(int(v)) if _is_int(v) else v)
-        unknown = sorted(set(values) - set(mapping))
-        if unknown:
+            column = column.map(lambda v: str(int(v)) if _is_int(v) else v)
+        unknown = ~column.isin(list(mapping))
+        if unknown.any():
             kind = "not an integer or " if integer else ""
             raise DataError(
-                f"{split} split: label(s) {unknown[:5]} {kind}outside the label set {list(mapping)}"
+                f"{where[split]}: label(s) {sorted(set(column[unknown]))[:5]} in "
+                f"{_rows(unknown)} {kind}outside the label set {list(mapping)}"
             )
-        encoded[split] = values.map(mapping).astype("int64")
+        encoded[split] = column.map(mapping).astype("int64")
     return encoded, names
 
 
@@ -202,14 +271,20 @@ def _is_int(value: str) -> bool:
     return True
 
 
-def normalise(frames: dict[str, pd.DataFrame], config: FineTuneConfig, source: str) -> LoadedData:
+def normalise(
+    frames: dict[str, pd.DataFrame],
+    config: FineTuneConfig,
+    source: str,
+    files: dict[str, str] | None = None,
+) -> LoadedData:
     """Validate raw split frames and bring them to the common text/text_pair/label shape."""
+    where = {split: (files or {}).get(split, f"{split} split") for split in frames}
     for split, frame in frames.items():
         if frame.empty:
-            raise DataError(f"{split} split: empty (no rows)")
-    columns = resolve_columns(frames, config)
-    check_texts(frames, columns)
-    labels, names = encode_labels(frames, config.label_column, config.label_names)
+            raise DataError(f"{where[split]}: empty (no rows)")
+    columns = resolve_columns(frames, config, where)
+    check_texts(frames, columns, where)
+    labels, names = encode_labels(frames, config.label_column, config.label_names, where)
     limits = {"train": config.max_train_samples}
     splits = {}
     for split, frame in frames.items():
@@ -219,7 +294,13 @@ def normalise(frames: dict[str, pd.DataFrame], config: FineTuneConfig, source: s
         out["label"] = labels[split]
         limit = limits.get(split, config.max_eval_samples)
         splits[split] = out.head(limit).reset_index(drop=True) if limit else out
-    data = LoadedData(splits=splits, label_names=names, source=source, has_pair=len(columns) > 1)
+    data = LoadedData(
+        splits=splits,
+        label_names=names,
+        source=source,
+        has_pair=len(columns) > 1,
+        files=dict(files or {}),
+    )
     data.fingerprint = fingerprint(data)
     return data
 
@@ -239,9 +320,8 @@ def load_local(config: FineTuneConfig) -> LoadedData:
     assert config.data_dir is not None
     files = find_split_files(Path(config.data_dir))
     frames = {split: read_table(path) for split, path in files.items()}
-    data = normalise(frames, config, source=str(Path(config.data_dir).resolve()))
-    data.files = {split: str(path.resolve()) for split, path in files.items()}
-    return data
+    resolved = {split: str(path.resolve()) for split, path in files.items()}
+    return normalise(frames, config, str(Path(config.data_dir).resolve()), resolved)
 
 
 def load_hub(config: FineTuneConfig) -> LoadedData:

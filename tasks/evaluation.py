@@ -53,18 +53,33 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 class SplitResult:
     """What one held-out split tells about the model."""
 
-    split: str
     metrics: dict[str, float]
     confusion: np.ndarray | None
     predictions: pd.DataFrame
 
 
+class OrderError(RuntimeError):
+    """`trainer.predict` returned rows in another order than they were given."""
+
+
 def evaluate_split(
     trainer, dataset, frame: pd.DataFrame, split: str, label_names: list[str]
 ) -> SplitResult:
-    """`trainer.predict` on one split; metrics and confusion matrix only when labelled."""
+    """`trainer.predict` on one split; metrics and confusion matrix only when labelled.
+
+    Rows are predicted in length order (less padding) and mapped back. Before anything is
+    recorded, the labels the Trainer returns are checked against the split's own labels in
+    the order submitted, so a sampler that reorders rows fails loudly instead of scoring
+    predictions against the wrong rows.
+    """
+    labels = frame["label"].to_numpy()
+    labelled = bool((labels >= 0).all())
+    if not labelled and "label" in dataset.column_names:
+        dataset = dataset.remove_columns("label")  # -1 is no class: nothing to score
     ordered, order = by_length(dataset)
     output = trainer.predict(ordered, metric_key_prefix=split)
+    if labelled and not np.array_equal(np.asarray(output.label_ids), labels[order]):
+        raise OrderError(f"{split}: trainer.predict returned the rows in another order")
     logits = np.empty_like(np.asarray(output.predictions, dtype=np.float64))
     logits[order] = output.predictions
     probabilities = softmax(logits)
@@ -73,14 +88,13 @@ def evaluate_split(
     table["predicted"] = [label_names[i] for i in predicted]
     for index, name in enumerate(label_names):
         table[f"prob_{name}"] = probabilities[:, index].round(6)
-    labels = frame["label"].to_numpy()
-    if (labels < 0).any():
-        return SplitResult(split, {}, None, table)
+    if not labelled:
+        return SplitResult({}, None, table)
     table["label"] = [label_names[i] for i in labels]
     metrics = compute_metrics(predicted, labels, len(label_names))
     metrics["loss"] = float(output.metrics[f"{split}_loss"])
     matrix = confusion_matrix(labels, predicted, labels=list(range(len(label_names))))
-    return SplitResult(split, metrics, matrix, table)
+    return SplitResult(metrics, matrix, table)
 
 
 def plot_confusion(matrix: np.ndarray, label_names: list[str], title: str, path: Path) -> Path:

@@ -79,7 +79,7 @@ def open_study(
         storage=make_storage(config, on_stale_trial),
         sampler=make_sampler(config),
         pruner=make_pruner(config),
-        direction=config.direction,
+        direction="maximize",  # both objectives (accuracy, F1) grow with quality
         load_if_exists=True,
     )
     space = json.dumps(config.space(), sort_keys=True)
@@ -129,9 +129,9 @@ def finished_count(study: optuna.Study) -> int:
 class PruningCallback(TrainerCallback):
     """Reports the validation metric after each epoch; stops training when Optuna prunes."""
 
-    def __init__(self, trial: optuna.Trial, metric: str):
+    def __init__(self, trial: optuna.Trial, objective: str):
         self.trial = trial
-        self.metric = metric
+        self.metric = f"eval_{objective}"
         self.pruned_at: int | None = None
         self.epochs_done = 0
 
@@ -149,8 +149,7 @@ class PruningCallback(TrainerCallback):
 def top_configurations(study: optuna.Study, k: int) -> list[FrozenTrial]:
     """The K best completed trials, best first."""
     completed = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    reverse = study.direction == optuna.study.StudyDirection.MAXIMIZE
-    return sorted(completed, key=lambda t: t.value, reverse=reverse)[:k]
+    return sorted(completed, key=lambda t: t.value, reverse=True)[:k]
 
 
 def save_plots(study: optuna.Study, folder: Path) -> list[Path]:

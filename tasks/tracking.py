@@ -214,14 +214,27 @@ def log_files(client: MlflowClient, run_id: str, files: dict[str, object]) -> No
 
 
 def log_transformers_model(
+    client: MlflowClient,
     run_id: str,
     trainer,
     tokenizer,
     example: dict[str, str],
 ):
-    """Log the fine-tuned model (transformers flavour, text-classification pipeline)."""
+    """Log the fine-tuned model (transformers flavour, text-classification pipeline).
+
+    The LoggedModel is created in the run's own experiment first: left to itself, MLflow's
+    fluent `log_model(run_id=...)` files it under the Default experiment (id 0) and its
+    artifact store whenever no experiment is active, which a per-run-id logger never sets.
+    """
     from transformers import pipeline
 
+    run = client.get_run(run_id)
+    logged = mlflow.initialize_logged_model(
+        name="model",
+        source_run_id=run_id,
+        params=run.data.params,
+        experiment_id=run.info.experiment_id,
+    )
     classifier = pipeline(
         "text-classification", model=trainer.model.float(), tokenizer=tokenizer, device=-1
     )
@@ -233,11 +246,13 @@ def log_transformers_model(
         input_example=[example],
         pip_requirements=requirements,
         run_id=run_id,
+        model_id=logged.model_id,
     )
 
 
 def log_evaluation(client: MlflowClient, run_id: str, results: dict, label_names: list[str]):
-    """Final metrics (`validation_f1`, `test_accuracy`, ...), predictions and confusion plots."""
+    """Final metrics (`validation_f1`, `test_accuracy`, ...), predictions, confusion matrices
+    (JSON counts and a PNG)."""
     from tasks.evaluation import plot_confusion
 
     metrics = {
@@ -247,11 +262,18 @@ def log_evaluation(client: MlflowClient, run_id: str, results: dict, label_names
     }
     if metrics:
         log_metrics(client, run_id, metrics)
-    log_files(
-        client,
-        run_id,
-        {f"predictions_{split}.csv": result.predictions for split, result in results.items()},
-    )
+    files: dict[str, object] = {
+        f"predictions_{split}.csv": result.predictions for split, result in results.items()
+    }
+    files |= {
+        f"confusion_matrix_{split}.json": {
+            "labels": label_names,
+            "rows_true_columns_predicted": result.confusion.tolist(),
+        }
+        for split, result in results.items()
+        if result.confusion is not None
+    }
+    log_files(client, run_id, files)
     with tempfile.TemporaryDirectory() as folder:
         for split, result in results.items():
             if result.confusion is not None:

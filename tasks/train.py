@@ -1,4 +1,5 @@
-"""Fine-tune with the transformers `Trainer`: per-epoch evaluation, best checkpoint by F1.
+"""Fine-tune with the transformers `Trainer`: per-epoch evaluation, best checkpoint by the
+configured objective (validation F1 by default).
 
 Everything the Trainer does is decided by the config; nothing is reported to outside
 services from here (`report_to="none"`): the caller passes callbacks that log to the run
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import torch
 from datasets import DatasetDict
+from torch.utils.data import SequentialSampler
 from transformers import (
     DataCollatorWithPadding,
     Trainer,
@@ -66,14 +68,29 @@ def training_arguments(config: FineTuneConfig, output_dir: Path) -> TrainingArgu
         save_total_limit=1,
         save_only_model=True,
         load_best_model_at_end=True,
-        metric_for_best_model="f1",
-        greater_is_better=True,
+        metric_for_best_model=config.objective_metric,
+        greater_is_better=True,  # both objectives (accuracy, F1) grow with quality
         bf16=bf16,
         use_cpu=not torch.cuda.is_available(),
         train_sampling_strategy="group_by_length" if config.group_by_length else "random",
         report_to="none",
         disable_tqdm=False,
     )
+
+
+class InOrderEvalTrainer(Trainer):
+    """A Trainer whose evaluation and `predict` see the rows in the order given.
+
+    With `train_sampling_strategy="group_by_length"`, transformers 5 also hands evaluation
+    and prediction a `LengthGroupedSampler` (random mega-batches): its metrics stay right,
+    but predictions come back shuffled, and anything that maps them to rows goes wrong.
+    Training keeps its grouped sampler; held-out rows are read sequentially.
+    """
+
+    def _get_eval_sampler(self, eval_dataset):
+        if eval_dataset is None or self.args.world_size > 1:
+            return super()._get_eval_sampler(eval_dataset)
+        return SequentialSampler(eval_dataset)
 
 
 @dataclass
@@ -96,7 +113,7 @@ def train(
     output_dir: Path,
     callbacks: list[TrainerCallback] | None = None,
 ) -> TrainResult:
-    """Fine-tune on `train`, evaluate on `validation` each epoch, keep the best by F1."""
+    """Fine-tune on `train`, evaluate on `validation` each epoch, keep the best epoch."""
     set_seed(config.seed)
     model = load_model(model_path, label_names)
     args = training_arguments(config, output_dir)
@@ -106,7 +123,7 @@ def train(
         for split in ("train", "validation")
     )
     eval_set, _ = by_length(eval_set)  # same metrics, less padding
-    trainer = Trainer(
+    trainer = InOrderEvalTrainer(
         model=model,
         args=args,
         train_dataset=train_set,

@@ -92,7 +92,9 @@ def small_train_config(data_dir: Path, tmp_path: Path, **settings):
     values = {
         "data_dir": data_dir,
         "max_train_samples": 64,
-        "max_eval_samples": 32,
+        # more rows than one evaluation batch, in batches that do not divide them (16+16+8)
+        "max_eval_samples": 40,
+        "eval_batch_size": 16,
         "tracking_uri": f"sqlite:///{tmp_path}/mlflow.db",
         "output_dir": tmp_path / "outputs",
         "cache_dir": tmp_path / "cache",

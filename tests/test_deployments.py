@@ -25,7 +25,13 @@ from tasks.registry import champion_version
 pytestmark = pytest.mark.slow
 
 PREFECT = str(Path(sys.executable).parent / "prefect")
-SLICE = {"max_train_samples": 48, "max_eval_samples": 16, "num_epochs": 2, "learning_rate": 1e-4}
+SLICE = {
+    "max_train_samples": 48,
+    "max_eval_samples": 20,
+    "eval_batch_size": 16,  # two evaluation batches of 16 and 4
+    "num_epochs": 2,
+    "learning_rate": 1e-4,
+}
 
 
 def prefect(env: dict, *args: str, timeout: float = 300) -> str:

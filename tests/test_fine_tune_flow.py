@@ -62,7 +62,7 @@ def test_flow_records_a_complete_run(mrpc_dir, tmp_path):
             run_id=run.info.run_id, artifact_path="predictions_test.csv", dst_path=str(tmp_path)
         )
     )
-    assert len(predictions) == 32 and {"predicted", "prob_1"} <= set(predictions.columns)
+    assert len(predictions) == 40 and {"predicted", "prob_1"} <= set(predictions.columns)
 
     model = mlflow.pyfunc.load_model(summary["model_uri"])
     batch = pd.DataFrame(

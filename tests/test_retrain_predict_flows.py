@@ -28,7 +28,7 @@ def test_retrain_twice_then_predict(mrpc_dir, tmp_path):
         mrpc_dir,
         tmp_path,
         max_train_samples=48,
-        max_eval_samples=16,
+        max_eval_samples=20,  # two evaluation batches of 16 and 4
         num_epochs=1,
         experiment_name="retrain-test",
     )

@@ -22,7 +22,7 @@ def test_defaults():
     assert (config.learning_rate_range.low, config.learning_rate_range.high) == (1e-5, 1e-4)
     assert config.learning_rate_range.log
     assert (config.num_epochs_range.low, config.num_epochs_range.high) == (1, 5)
-    assert config.sampler == "tpe" and config.direction == "maximize"
+    assert config.sampler == "tpe" and config.train.objective_metric == "f1"
 
 
 def test_flags_reach_both_parts():

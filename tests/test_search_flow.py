@@ -33,7 +33,7 @@ def tiny_search(mrpc_dir: Path, tmp_path: Path, **settings) -> SearchConfig:
         mrpc_dir,
         tmp_path,
         max_train_samples=24,
-        max_eval_samples=16,
+        max_eval_samples=20,  # two evaluation batches of 16 and 4
         experiment_name="search-test",
         registered_model_name="tiny-model",
     )

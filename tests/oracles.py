@@ -1,0 +1,107 @@
+"""Independent checks of what finetrack records.
+
+Each helper recomputes a recorded number by a path that shares no code with the one that
+wrote it: the logged model through `mlflow.pyfunc` alone, the raw data files through pandas,
+the run's own metric history, scikit-learn's metrics. Tests of the flows call these.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+from mlflow.tracking import MlflowClient
+from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
+
+# How far the fp32 logged model may move a probability from what the Trainer computed for
+# the same row: bf16 autocast rounds activations to 8 bits of mantissa (measured gaps up to
+# 0.007 on MRPC slices); fp32 differs only by padding (measured up to 7e-7).
+PROBABILITY_TOLERANCE = {"bf16": 0.03, "fp32": 1e-4}
+
+
+def raw_split(data_dir: Path, split: str, rows: int) -> pd.DataFrame:
+    """The first `rows` rows of a GLUE-shaped TSV, read with pandas only."""
+    frame = pd.read_csv(data_dir / f"{split}.tsv", sep="\t", quoting=3, dtype=str)
+    frame = frame.head(rows).reset_index(drop=True)
+    return frame.assign(label=frame["label"].astype(int))
+
+
+def artifact(client: MlflowClient, run_id: str, name: str, folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    return Path(client.download_artifacts(run_id, name, str(folder)))
+
+
+def pyfunc_predictions(model_uri: str, frame: pd.DataFrame) -> pd.DataFrame:
+    """Label and score of each row from the logged model, loaded with MLflow alone."""
+    model = mlflow.pyfunc.load_model(model_uri)
+    inputs = pd.DataFrame({"text": frame["sentence1"], "text_pair": frame["sentence2"]})
+    output = model.predict(inputs)
+    return pd.DataFrame({"label": output["label"].astype(int), "score": output["score"]})
+
+
+def scores(labels, predicted) -> dict[str, float]:
+    return {"accuracy": accuracy_score(labels, predicted), "f1": f1_score(labels, predicted)}
+
+
+def best_epoch(client: MlflowClient, run_id: str, objective: str) -> dict[str, float]:
+    """The logged per-epoch eval metrics of the epoch with the best objective (the first
+    such epoch on a tie, as the Trainer keeps it)."""
+    history = {
+        name: {m.step: m.value for m in client.get_metric_history(run_id, f"eval_{name}")}
+        for name in ("accuracy", "f1", "loss")
+    }
+    epochs = sorted(history[objective])
+    best = max(epochs, key=lambda epoch: (history[objective][epoch], -epoch))
+    return {name: values[best] for name, values in history.items()} | {"epoch": best}
+
+
+@dataclass
+class Disagreement:
+    """Rows where the run's recorded prediction differs from the logged model's."""
+
+    rows: list[int]
+    largest_probability_gap: float
+    pyfunc_scores: dict[str, float]
+
+
+def compare_with_pyfunc(
+    predictions_csv: Path, raw: pd.DataFrame, model_uri: str, precision: str
+) -> Disagreement:
+    """Row i of the CSV is row i of the file, and its label and probability are what the
+    logged model gives that row (up to precision: flips only on borderline rows)."""
+    recorded = pd.read_csv(predictions_csv, dtype={"predicted": str, "label": str})
+    assert len(recorded) == len(raw)
+    assert recorded["text"].tolist() == raw["sentence1"].tolist()
+    assert recorded["text_pair"].tolist() == raw["sentence2"].tolist()
+    assert recorded["label"].astype(int).tolist() == raw["label"].tolist()
+    served = pyfunc_predictions(model_uri, raw)
+    spread = recorded["prob_1"].max() - recorded["prob_1"].min()
+    assert spread > 20 * PROBABILITY_TOLERANCE[precision], "too uniform to show a shuffle"
+    recorded_label = recorded["predicted"].astype(int)
+    recorded_score = recorded[[f"prob_{name}" for name in ("0", "1")]].to_numpy()
+    probability_of_served = recorded_score[np.arange(len(raw)), served["label"].to_numpy()]
+    gap = np.abs(probability_of_served - served["score"].to_numpy())
+    tolerance = PROBABILITY_TOLERANCE[precision]
+    assert gap.max() <= tolerance, f"probabilities differ by up to {gap.max():.4f}"
+    flipped = np.flatnonzero(recorded_label.to_numpy() != served["label"].to_numpy())
+    # a flip is legitimate only where the two classes were within the tolerance
+    assert (np.abs(recorded_score[flipped, 1] - 0.5) <= tolerance).all()
+    return Disagreement(
+        rows=flipped.tolist(),
+        largest_probability_gap=float(gap.max()),
+        pyfunc_scores=scores(raw["label"], served["label"]),
+    )
+
+
+def check_confusion(confusion_json: Path, predictions_csv: Path) -> None:
+    """The logged confusion counts sum to the rows and equal a recount of the CSV."""
+    logged = json.loads(confusion_json.read_text())
+    matrix = np.array(logged["rows_true_columns_predicted"])
+    recorded = pd.read_csv(predictions_csv, dtype={"predicted": str, "label": str})
+    assert matrix.sum() == len(recorded)
+    recount = confusion_matrix(recorded["label"], recorded["predicted"], labels=logged["labels"])
+    np.testing.assert_array_equal(matrix, recount)
