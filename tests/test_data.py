@@ -88,3 +88,119 @@ def test_non_utf8_text_is_refused(tiny_dir):
 def test_explicit_pair_column_must_exist(tiny_dir):
     with pytest.raises(DataError, match="other"):
         load(tiny_dir, text_pair_column="other")
+
+
+HEADER = "sentence1\tsentence2\tlabel\n"
+
+
+MISREAD = [
+    ("empty label", HEADER + "a\tb\t0\nc\td\t\ne\tf\t1\n", r"empty label .*data row \[2\]"),
+    (
+        "one label not an integer",
+        HEADER + "a\tb\t0\nc\td\t1\ne\tf\tN/A\n",
+        r"\['N/A'\] in data row \[3\] are not integers",
+    ),
+    (
+        "duplicated column",
+        "idx\tlabel\tsentence1\tsentence1\n1\t0\ta\tb\n2\t1\tc\td\n",
+        r"header line 1 repeats column\(s\) \['sentence1'\]",
+    ),
+    ("ragged row", HEADER + "a\tb\t0\nc\td\t1\textra\n", "line 3"),
+]
+
+
+@pytest.mark.parametrize(("case", "train", "message"), MISREAD, ids=[c[0] for c in MISREAD])
+def test_misread_train_file_is_refused_naming_file_and_row(tiny_dir, case, train, message):
+    (tiny_dir / "train.tsv").write_text(train, encoding="utf-8")
+    with pytest.raises(DataError, match=message) as error:
+        load(tiny_dir)
+    assert str(tiny_dir / "train.tsv") in str(error.value)
+
+
+def test_bad_jsonl_line_is_named(tmp_path):
+    lines = [
+        json.dumps({"sentence1": "a", "sentence2": "b", "label": 0}),
+        json.dumps({"sentence1": "c", "sentence2": "d", "label": 1}),
+        '{"sentence1": "e", "sentence2": "f", "label": 1',
+    ]
+    folder = write_split_files(
+        tmp_path / "j", {"train": "\n".join(lines), "validation": lines[0]}, ".jsonl"
+    )
+    with pytest.raises(DataError, match=r"train.jsonl: line 3: not valid JSON"):
+        load(folder)
+
+
+def test_duplicated_jsonl_key_is_named(tmp_path):
+    lines = ['{"sentence1": "a", "sentence2": "b", "label": 0, "label": 1}']
+    folder = write_split_files(
+        tmp_path / "j", {"train": lines[0], "validation": lines[0]}, ".jsonl"
+    )
+    with pytest.raises(DataError, match=r"line 1: key 'label' appears twice"):
+        load(folder)
+
+
+def test_data_dir_that_is_a_file_is_named_as_such(tiny_dir):
+    with pytest.raises(DataError, match="is a file"):
+        load(tiny_dir / "train.tsv")
+
+
+def test_latin1_validation_file_names_the_line(tiny_dir):
+    (tiny_dir / "validation.tsv").write_bytes(HEADER.encode() + b"a\tb\t1\ncaf\xe9\td\t0\n")
+    with pytest.raises(DataError, match=r"validation.tsv: not UTF-8 text \(line 3"):
+        load(tiny_dir)
+
+
+def test_label_unseen_in_train_is_refused(tiny_dir):
+    (tiny_dir / "validation.tsv").write_text(HEADER + "a\tb\t1\nc\td\t2\n")
+    with pytest.raises(DataError, match=r"\['2'\] in data row \[2\] not an integer or outside"):
+        load(tiny_dir)
+
+
+def test_semicolon_csv_is_refused_with_its_columns(tmp_path):
+    text = {s: "sentence1;sentence2;label\na;b;0\nc;d;1\n" for s in ("train", "validation")}
+    folder = write_split_files(tmp_path / "semi", text, ".csv")
+    with pytest.raises(DataError, match=r"missing column.*'sentence1;sentence2;label'"):
+        load(folder)
+
+
+def test_crlf_and_bom_are_read_as_plain_text(tmp_path):
+    text = {s: "\ufeff" + TINY_TSV[s].replace("\n", "\r\n") for s in TINY_TSV}
+    crlf = load(write_split_files(tmp_path / "crlf", text))
+    plain = load(write_split_files(tmp_path / "plain", TINY_TSV))
+    assert crlf.fingerprint == plain.fingerprint
+
+
+def test_quoted_newline_in_csv_stays_in_its_cell(tmp_path):
+    train = 'sentence1,sentence2,label\n"two\nlines",b,0\nc,d,1\n'
+    folder = write_split_files(
+        tmp_path / "q", {"train": train, "validation": "sentence1,sentence2,label\ne,f,1\n"}, ".csv"
+    )
+    data = load(folder)
+    assert data.splits["train"]["text"].tolist() == ["two\nlines", "c"]
+
+
+def test_float_labels_and_three_classes(tmp_path):
+    floats = {
+        s: TINY_TSV[s].replace("\t0\n", "\t0.0\n").replace("\t1\n", "\t1.0\n") for s in TINY_TSV
+    }
+    data = load(write_split_files(tmp_path / "f", floats))
+    assert data.label_names == ["0.0", "1.0"]
+    assert data.splits["train"]["label"].tolist() == [0, 1, 1]
+    three = {"train": HEADER + "a\tb\t0\nc\td\t1\ne\tf\t2\n", "validation": HEADER + "g\th\t2\n"}
+    data = load(write_split_files(tmp_path / "three", three))
+    assert data.num_labels == 3 and data.splits["validation"]["label"].tolist() == [2]
+
+
+def test_very_long_sentence_is_truncated(tmp_path):
+    from tasks.model import resolve_model
+    from tasks.tokenization import load_tokenizer, tokenize
+
+    long = " ".join(["word"] * 10_000)
+    splits = {
+        "train": HEADER + f"{long}\tb\t0\nc\td\t1\n",
+        "validation": HEADER + f"{long}\tf\t1\n",
+    }
+    data = load(write_split_files(tmp_path / "long", splits))
+    tokenizer = load_tokenizer(resolve_model(FineTuneConfig().model_name_or_path))
+    tokenized = tokenize(data, tokenizer, 128, tmp_path / "cache").datasets
+    assert max(len(ids) for ids in tokenized["train"]["input_ids"]) == 128
