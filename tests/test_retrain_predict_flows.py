@@ -1,9 +1,12 @@
 """Retrain promotes only a better model; predict uses the champion and refuses bad input."""
 
+import mlflow
+import numpy as np
 import pandas as pd
 import pytest
 from conftest import small_train_config
 from mlflow.tracking import MlflowClient
+from oracles import pyfunc_predictions, raw_split, scores
 from prefect.testing.utilities import prefect_test_harness
 
 from flows.predict import predict
@@ -49,17 +52,35 @@ def test_retrain_twice_then_predict(mrpc_dir, tmp_path):
     assert tags["finetrack.promotion.promoted"] == "False"
     assert tags["finetrack.promotion.champion_version"] == first["decision"].challenger_version
 
-    rows = pd.read_csv(mrpc_dir / "test.tsv", sep="\t", quoting=3).head(5)
+    # the recorded promotion scores are a rescoring of both versions by the logged models
+    raw = raw_split(mrpc_dir, "validation", 20)
+    for key, version in (("challenger", "2"), ("champion", "1")):
+        served = pyfunc_predictions(f"models:/rt/{version}", raw)
+        expected = scores(raw["label"], served["label"])["f1"]  # the train config's objective
+        recorded = client.get_run(second["run_id"]).data.metrics[f"promotion_{key}_score"]
+        assert recorded == pytest.approx(expected, abs=1e-12), key
+
+    # more rows than one prediction batch, in batches that do not divide them (64+64+22)
+    rows = pd.read_csv(mrpc_dir / "test.tsv", sep="\t", quoting=3).head(150)
     source = tmp_path / "to_classify.tsv"
     rows.drop(columns=["label"]).to_csv(source, sep="\t", index=False, quoting=3)
     result = predict(
         PredictConfig(input_path=source, registered_model_name="rt", tracking_uri=tracking_uri)
     )
-    output = pd.read_csv(result["output_path"])
-    assert len(output) == 5 and result["model_uri"].endswith("/1")
-    assert set(output["predicted_label"].astype(str)) <= {"0", "1"}
-    assert output["probability"].between(0, 1).all()
-    assert client.get_run(result["run_id"]).data.params["rows"] == "5"
+    output = pd.read_csv(result["output_path"], sep=",", dtype={"predicted_label": str})
+    assert result["model_uri"].endswith("/1")
+    assert output["sentence1"].tolist() == rows["sentence1"].tolist()
+    whole = mlflow.pyfunc.load_model("models:/rt/1").predict(
+        pd.DataFrame({"text": rows["sentence1"], "text_pair": rows["sentence2"]})
+    )
+    assert output["predicted_label"].tolist() == whole["label"].astype(str).tolist()
+    np.testing.assert_allclose(output["probability"], whole["score"], atol=1e-6)
+    job = client.get_run(result["run_id"]).data
+    assert job.params["rows"] == "150"
+    recount = output["predicted_label"].value_counts().to_dict()
+    assert {k: v for k, v in job.metrics.items() if k.startswith("predicted_")} == {
+        f"predicted_{label}": count for label, count in recount.items()
+    }
 
     with pytest.raises(DataError, match="missing column"):
         predict(

@@ -1,7 +1,9 @@
 """The search flow on tiny MRPC slices: nesting, pruning, resume after a kill, two workers."""
 
+import json
 import os
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -28,7 +30,7 @@ def prefect_backend():
         yield
 
 
-def tiny_search(mrpc_dir: Path, tmp_path: Path, **settings) -> SearchConfig:
+def tiny_search(mrpc_dir: Path, tmp_path: Path, objective: str = "f1", **settings):
     train = small_train_config(
         mrpc_dir,
         tmp_path,
@@ -36,6 +38,7 @@ def tiny_search(mrpc_dir: Path, tmp_path: Path, **settings) -> SearchConfig:
         max_eval_samples=20,  # two evaluation batches of 16 and 4
         experiment_name="search-test",
         registered_model_name="tiny-model",
+        objective_metric=objective,
     )
     values = {
         "train": train,
@@ -59,9 +62,10 @@ def child_runs(client: MlflowClient, parent_id: str):
 
 @pytest.fixture(scope="module")
 def tiny_study(mrpc_dir, tmp_path_factory, prefect_backend):
-    """A finished 3-trial study with its confirmed winner registered: (config, summary)."""
+    """A finished 3-trial study on validation accuracy, its two best configurations confirmed
+    over two seeds and the winner registered: (config, summary)."""
     folder = tmp_path_factory.mktemp("study")
-    config = tiny_search(mrpc_dir, folder)
+    config = tiny_search(mrpc_dir, folder, "accuracy", confirm_top_k=2, confirm_seeds=2)
     return config, search_flow(config)
 
 
@@ -91,6 +95,39 @@ def test_study_logs_nested_trials_and_registers_the_winner(tiny_study):
     assert summary["decision"].promoted
     assert champion_version(client, "tiny-model") == summary["decision"].challenger_version
     assert not list(config.train.output_dir.glob("**/checkpoint-*"))
+
+
+def test_trial_values_are_the_best_epoch_in_their_runs(tiny_study):
+    config, summary = tiny_study
+    client = MlflowClient(config.train.tracking_uri)
+    study = optuna.load_study(study_name="tiny", storage=config.storage)
+    runs = {int(r.data.tags[TRIAL_TAG]): r for r in child_runs(client, summary["parent_run_id"])}
+    for trial in study.get_trials(states=(TrialState.COMPLETE,)):
+        run_id = runs[trial.number].info.run_id
+        history = client.get_metric_history(run_id, "eval_accuracy")  # the objective
+        assert trial.value == max(m.value for m in history)
+        assert trial.intermediate_values == {m.step: m.value for m in history}
+
+
+def test_confirmation_and_winner_come_from_the_confirm_runs(tiny_study, tmp_path):
+    config, summary = tiny_study
+    client = MlflowClient(config.train.tracking_uri)
+    path = client.download_artifacts(summary["parent_run_id"], "confirmation.json", str(tmp_path))
+    table = json.loads(Path(path).read_text())
+    assert len(table) == 2 and all(len(row["run_ids"]) == 2 for row in table)
+    for row in table:
+        logged = [client.get_run(r).data.metrics["validation_accuracy"] for r in row["run_ids"]]
+        assert row["validation_scores"] == logged
+        assert row["mean_validation"] == pytest.approx(statistics.fmean(logged))
+        tags = [client.get_run(r).data.tags["finetrack.confirm_of_trial"] for r in row["run_ids"]]
+        assert tags == [str(row["trial"])] * 2
+    best = max(table, key=lambda row: statistics.fmean(row["validation_scores"]))
+    parent = client.get_run(summary["parent_run_id"]).data.metrics
+    assert parent["confirmed_validation_accuracy"] == pytest.approx(best["mean_validation"])
+    decision = summary["decision"]
+    assert decision.metric == "accuracy"
+    version = client.get_model_version("tiny-model", decision.challenger_version)
+    assert version.run_id == best["run_ids"][0]
 
 
 def test_mlflow_ui_shows_the_study(tiny_study, tmp_path):
