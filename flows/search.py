@@ -310,11 +310,18 @@ def confirm_and_pick(config: SearchConfig, study: optuna.Study, client, parent_i
         )
     winner = max(results, key=lambda r: r["mean_validation"])
     tracking.log_files(client, parent_id, {"confirmation.json": results})
-    confirmed = {f"confirmed_validation_{metric}": winner["mean_validation"]}
-    if winner["mean_test"] is not None:  # 0.0 is a score too
-        confirmed[f"confirmed_test_{metric}"] = winner["mean_test"]
-    tracking.log_metrics(client, parent_id, confirmed)
+    tracking.log_metrics(client, parent_id, confirmed_metrics(winner))
     return winner
+
+
+def confirmed_metrics(winner: dict) -> dict[str, float]:
+    """The winner's mean scores for the study run; a mean test score of 0.0 is a score too,
+    only a data set without a labelled test split has none."""
+    metric = winner["metric"]
+    confirmed = {f"confirmed_validation_{metric}": winner["mean_validation"]}
+    if winner["mean_test"] is not None:
+        confirmed[f"confirmed_test_{metric}"] = winner["mean_test"]
+    return confirmed
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -43,6 +43,40 @@ def pyfunc_predictions(model_uri: str, frame: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame({"label": output["label"].astype(int), "score": output["score"]})
 
 
+def prefect_artifact(flow_run_id: str, key: str):
+    """The artifact `key` of one flow run, read back through the Prefect API."""
+    import asyncio
+
+    from prefect import get_client
+    from prefect.client.schemas.filters import (
+        ArtifactFilter,
+        ArtifactFilterKey,
+        FlowRunFilter,
+        FlowRunFilterId,
+    )
+
+    async def read():
+        async with get_client() as client:
+            return await client.read_artifacts(
+                artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])),
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])),
+            )
+
+    (found,) = asyncio.run(read())
+    return found.data
+
+
+def markdown_table(text: str) -> dict[str, dict[str, float]]:
+    """`| row | a | b |` lines of the first markdown table, as {row: {column: value}}."""
+    lines = [line for line in text.splitlines() if line.startswith("|")]
+    columns = [cell.strip() for cell in lines[0].strip("|").split("|")][1:]
+    table = {}
+    for line in lines[2:]:
+        name, *cells = (cell.strip() for cell in line.strip("|").split("|"))
+        table[name] = {c: float(v) for c, v in zip(columns, cells, strict=True) if v}
+    return table
+
+
 def scores(labels, predicted) -> dict[str, float]:
     return {"accuracy": accuracy_score(labels, predicted), "f1": f1_score(labels, predicted)}
 

@@ -45,16 +45,42 @@ def client(tmp_path):
     return MlflowClient(uri)
 
 
-def register_constant(client, label: str, delay: float = 0.0) -> str:
+class FirstFive(mlflow.pyfunc.PythonModel):
+    """Label 1 for the rows whose number (in the text) is below 5, label 0 for the others:
+    on FRAME that is right on 7 of 8 rows (TP 5, FN 1, FP 0), and wrong on rows put out of
+    order."""
+
+    def predict(self, context, model_input, params=None):
+        numbers = model_input["text"].str.split().str[-1].astype(int)
+        return pd.DataFrame({"label": (numbers < 5).astype(int).astype(str), "score": 0.9})
+
+
+def register_model(client, python_model) -> tuple[str, str]:
+    """Log and register a pyfunc model; its version and the run that logged it."""
     with mlflow.start_run() as run:
-        output = pd.DataFrame({"label": [label], "score": [1.0]})
+        output = pd.DataFrame({"label": ["1"], "score": [1.0]})
         info = mlflow.pyfunc.log_model(
             name="model",
-            python_model=Constant(label, delay),
+            python_model=python_model,
             signature=infer_signature(FRAME[["text", "text_pair"]], output),
             pip_requirements=[],
         )
-    return registry.register(client, info.model_uri, "m", run.info.run_id)
+    return registry.register(client, info.model_uri, "m", run.info.run_id), run.info.run_id
+
+
+def register_constant(client, label: str, delay: float = 0.0) -> str:
+    return register_model(client, Constant(label, delay))[0]
+
+
+def test_scores_follow_each_row_and_versions_name_their_run(client):
+    version, run_id = register_model(client, FirstFive())
+    assert registry.score_model(f"models:/m/{version}", FRAME, LABELS) == pytest.approx(
+        {"accuracy": 7 / 8, "f1": 2 * 5 / (2 * 5 + 0 + 1)}  # by hand: TP 5, FP 0, FN 1
+    )
+    decision = registry.promote_if_better(client, "m", version, FRAME, LABELS, metric="accuracy")
+    assert decision.challenger_score == 7 / 8 and decision.metric == "accuracy"
+    stored = client.get_model_version("m", version)
+    assert stored.run_id == run_id and stored.tags["finetrack.run_id"] == run_id
 
 
 def test_first_model_becomes_champion_then_only_better_ones(client):

@@ -1,12 +1,14 @@
 """Retrain promotes only a better model; predict uses the champion and refuses bad input."""
 
+import re
+
 import mlflow
 import numpy as np
 import pandas as pd
 import pytest
 from conftest import small_train_config
 from mlflow.tracking import MlflowClient
-from oracles import pyfunc_predictions, raw_split, scores
+from oracles import prefect_artifact, pyfunc_predictions, raw_split, scores
 from prefect.testing.utilities import prefect_test_harness
 
 from flows.predict import predict
@@ -43,7 +45,8 @@ def test_retrain_twice_then_predict(mrpc_dir, tmp_path):
     assert first["decision"].promoted and first["decision"].champion_version is None
 
     # Same data, settings and seed give the same model: not better, so no promotion.
-    second = retrain(config)
+    state = retrain(config, return_state=True)
+    second = state.result()
     assert not second["decision"].promoted
     assert second["decision"].challenger_score == pytest.approx(first["decision"].challenger_score)
     client = MlflowClient(tracking_uri)
@@ -59,6 +62,14 @@ def test_retrain_twice_then_predict(mrpc_dir, tmp_path):
         expected = scores(raw["label"], served["label"])["f1"]  # the train config's objective
         recorded = client.get_run(second["run_id"]).data.metrics[f"promotion_{key}_score"]
         assert recorded == pytest.approx(expected, abs=1e-12), key
+
+    decision = prefect_artifact(str(state.state_details.flow_run_id), "retrain-decision")
+    metrics = client.get_run(second["run_id"]).data.metrics
+    assert "kept the champion" in decision
+    challenger = re.search(r"challenger v2: f1=([0-9.]+)", decision).group(1)
+    champion = re.search(r"champion before: v1 f1=([0-9.]+)", decision).group(1)
+    assert float(challenger) == pytest.approx(metrics["promotion_challenger_score"], abs=5e-5)
+    assert float(champion) == pytest.approx(metrics["promotion_champion_score"], abs=5e-5)
 
     # more rows than one prediction batch, in batches that do not divide them (64+64+22)
     rows = pd.read_csv(mrpc_dir / "test.tsv", sep="\t", quoting=3).head(150)

@@ -59,3 +59,12 @@ def test_changed_space_needs_force(tmp_path):
     with pytest.raises(ConfigError, match="another search space"):
         open_study(changed)
     assert open_study(changed, force=True).study_name == "s"
+
+
+def test_confirmed_test_score_of_zero_is_recorded():
+    from flows.search import confirmed_metrics
+
+    winner = {"metric": "f1", "mean_validation": 0.5, "mean_test": 0.0}
+    assert confirmed_metrics(winner) == {"confirmed_validation_f1": 0.5, "confirmed_test_f1": 0.0}
+    no_test = {"metric": "accuracy", "mean_validation": 0.75, "mean_test": None}
+    assert confirmed_metrics(no_test) == {"confirmed_validation_accuracy": 0.75}

@@ -14,6 +14,7 @@ import pytest
 from conftest import browser_page, mlflow_server, small_train_config
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
+from oracles import prefect_artifact
 from prefect.testing.utilities import prefect_test_harness
 
 from flows.search import STATE_TAG, STUDY_TAG, TRIAL_TAG, search_flow
@@ -66,7 +67,8 @@ def tiny_study(mrpc_dir, tmp_path_factory, prefect_backend):
     over two seeds and the winner registered: (config, summary)."""
     folder = tmp_path_factory.mktemp("study")
     config = tiny_search(mrpc_dir, folder, "accuracy", confirm_top_k=2, confirm_seeds=2)
-    return config, search_flow(config)
+    state = search_flow(config, return_state=True)
+    return config, {**state.result(), "flow_run_id": str(state.state_details.flow_run_id)}
 
 
 def test_study_logs_nested_trials_and_registers_the_winner(tiny_study):
@@ -107,6 +109,24 @@ def test_trial_values_are_the_best_epoch_in_their_runs(tiny_study):
         history = client.get_metric_history(run_id, "eval_accuracy")  # the objective
         assert trial.value == max(m.value for m in history)
         assert trial.intermediate_values == {m.step: m.value for m in history}
+
+
+def test_search_trials_artifact_matches_optuna_and_mlflow(tiny_study):
+    config, summary = tiny_study
+    rows = prefect_artifact(summary["flow_run_id"], "search-trials")
+    rows = json.loads(rows) if isinstance(rows, str) else rows
+    study = optuna.load_study(study_name="tiny", storage=config.storage)
+    client = MlflowClient(config.train.tracking_uri)
+    runs = {
+        r.data.tags[TRIAL_TAG]: r.info.run_id for r in child_runs(client, summary["parent_run_id"])
+    }
+    assert len(rows) == len(study.trials) == 3
+    for row in rows:
+        trial = study.trials[row["number"]]
+        assert row["value"] == trial.value and row["state"] == trial.state.name
+        assert row["param_learning_rate"] == trial.params["learning_rate"]
+        assert row["epochs"] == len(trial.intermediate_values)
+        assert row["mlflow_run_id"] == runs[str(row["number"])]
 
 
 def test_confirmation_and_winner_come_from_the_confirm_runs(tiny_study, tmp_path):

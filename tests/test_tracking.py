@@ -54,3 +54,39 @@ def test_experiment_created_by_another_worker_in_between(client, monkeypatch):
 
     monkeypatch.setattr(client, "get_experiment_by_name", lookup)
     assert experiment_id(client, "shared") == existing
+
+
+def test_epoch_metrics_are_the_trainers_log_history(client, mrpc_dir, tmp_path):
+    """Every per-epoch value in MLflow equals the Trainer's own log history for that epoch."""
+    from tasks.config import FineTuneConfig
+    from tasks.data import load_data
+    from tasks.model import resolve_model
+    from tasks.tokenization import load_tokenizer, tokenize
+    from tasks.tracking import EpochMetricsLogger
+    from tasks.train import train
+
+    config = FineTuneConfig(
+        data_dir=mrpc_dir, max_train_samples=32, max_eval_samples=20, eval_batch_size=16,
+        num_epochs=2, output_dir=tmp_path / "out",
+    )  # fmt: skip
+    data = load_data(config)
+    model_path = resolve_model(config.model_name_or_path)
+    tokenizer = load_tokenizer(model_path)
+    tokenized = tokenize(data, tokenizer, config.max_length, tmp_path / "cache").datasets
+    with tracked_run(client, "epochs") as run_id:
+        result = train(
+            config, model_path, tokenizer, tokenized, data.label_names, tmp_path / "out",
+            callbacks=[EpochMetricsLogger(client, run_id)],
+        )  # fmt: skip
+    expected: dict[str, dict[int, float]] = {}
+    for row in result.history:
+        epoch = round(row["epoch"])
+        for key, name in (("loss", "train_loss"), ("eval_loss", "eval_loss"),
+                          ("eval_accuracy", "eval_accuracy"), ("eval_f1", "eval_f1")):  # fmt: skip
+            if key in row:
+                expected.setdefault(name, {})[epoch] = row[key]
+    assert set(expected) == {"train_loss", "eval_loss", "eval_accuracy", "eval_f1"}
+    for name, values in expected.items():
+        logged = {m.step: m.value for m in client.get_metric_history(run_id, name)}
+        assert logged == pytest.approx(values, abs=1e-6), name
+        assert sorted(logged) == [1, 2]

@@ -21,6 +21,8 @@ from oracles import (
     best_epoch,
     check_confusion,
     compare_with_pyfunc,
+    markdown_table,
+    prefect_artifact,
     raw_split,
     scores,
 )
@@ -154,3 +156,15 @@ async def _flow_run_name(flow_run_id: str) -> str:
 
 def test_mlflow_run_is_named_after_the_flow_run(recorded):
     assert recorded.run.info.run_name == asyncio.run(_flow_run_name(recorded.flow_run_id))
+
+
+def test_prefect_summary_artifact_matches_the_mlflow_run(recorded):
+    text = prefect_artifact(recorded.flow_run_id, "fine-tune-summary")
+    assert recorded.summary["run_id"] in text
+    metrics = recorded.run.data.metrics
+    table = markdown_table(text)
+    assert set(table) == {"validation", "test"}
+    for split, values in table.items():
+        assert set(values) == {"accuracy", "f1", "loss"}
+        for name, value in values.items():
+            assert value == pytest.approx(metrics[f"{split}_{name}"], abs=5e-5)
