@@ -22,7 +22,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 run: install
-	$(PY) -m flows.fine_tune $(if $(DATA),--data-dir $(DATA)) $(ARGS)
+	$(VENV)/bin/finetrack fine-tune $(if $(DATA),--data-dir $(DATA)) $(ARGS)
 
 test: install lint
 	$(PY) -m pytest -q
@@ -39,7 +39,7 @@ format: install
 	$(VENV)/bin/ruff check --fix .
 
 ui: install
-	$(VENV)/bin/mlflow ui --host 127.0.0.1 --port 5000 --backend-store-uri sqlite:///mlflow.db
+	$(VENV)/bin/finetrack ui
 
 # every benchmark on DATA (real MRPC), then bench/RESULTS.md from what bench/recorded/ holds
 bench: install

@@ -14,11 +14,12 @@ for _name, _value in {
     "DO_NOT_TRACK": "1",
     "MLFLOW_DISABLE_TELEMETRY": "true",
     "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",
-    "PREFECT_LOGGING_EXTRA_LOGGERS": "tasks",
+    "PREFECT_LOGGING_EXTRA_LOGGERS": "tasks,flows",
     "TOKENIZERS_PARALLELISM": "false",
     "PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW": "ignore",
 }.items():
     os.environ.setdefault(_name, _value)
 
-# Row counts, cache hits and timings from `tasks` are INFO messages worth seeing.
-logging.getLogger("tasks").setLevel(logging.INFO)
+# Row counts, cache hits, timings and results from the project are INFO messages worth seeing.
+for _name in ("tasks", "flows"):
+    logging.getLogger(_name).setLevel(logging.INFO)

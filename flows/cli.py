@@ -1,32 +1,250 @@
-"""What every flow's command line shares: bad input gives a message and exit code 2, and
-SIGTERM stops the work like Ctrl-C, so that open MLflow runs are closed as KILLED."""
+"""The `finetrack` command: one subcommand per flow, plus `ui` and `deploy`.
+
+Every flag of `fine-tune`, `search`, `retrain` and `predict` is generated from the typed
+config that validates it (name, help text, default), so the command line cannot drift from
+the config. Bad input prints one `error:` line and exits with 2 before any work starts (the
+traceback too with `--verbose`); SIGTERM stops the work like Ctrl-C, so that open MLflow
+runs are closed as KILLED.
+"""
 
 from __future__ import annotations
 
+import argparse
+import os
 import signal
+import subprocess
 import sys
+import traceback
 from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
-from tasks.config import ConfigError
+from pydantic import BaseModel
+
+from tasks.config import (
+    ConfigError,
+    FineTuneConfig,
+    PredictConfig,
+    RetrainConfig,
+    SearchConfig,
+    read_yaml,
+    validated,
+)
 from tasks.data import DataError
 from tasks.model import ModelError
 from tasks.prediction import NoModelError
-from tasks.tracking import TrackingError
+from tasks.tracking import TrackingError, resolve_tracking_uri
 
 BAD_INPUT = (ConfigError, DataError, ModelError, NoModelError, TrackingError)
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _parse_bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off"}:
+        return False
+    raise argparse.ArgumentTypeError(f"expected true/false, got {text!r}")
+
+
+def fields(model: type[BaseModel], outer: type[BaseModel] | None = None) -> dict[str, Any]:
+    """The settings of `model` that get a flag: not a nested `train` part (its FineTuneConfig
+    flags come separately), nor one that the outer config (`outer`) defines itself."""
+    skip = set(outer.model_fields) if outer else set()
+    return {
+        name: field
+        for name, field in model.model_fields.items()
+        if field.annotation is not FineTuneConfig and name not in skip
+    }
+
+
+def add_config_arguments(
+    parser: argparse.ArgumentParser, model: type[BaseModel], outer: type[BaseModel] | None = None
+) -> None:
+    """One `--flag` per config field, help text taken from the field description. Flags
+    arrive as strings that pydantic converts and validates; booleans need words."""
+    group = parser.add_argument_group(f"{model.__name__} settings")
+    for name, field in fields(model, outer).items():
+        default = field.default_factory() if field.default_factory else field.default
+        group.add_argument(
+            "--" + name.replace("_", "-"),
+            dest=name,
+            type=_parse_bool if field.annotation is bool else str,
+            default=None,
+            metavar=name.upper(),
+            help=f"{field.description} [default: {default}]",
+        )
+
+
+def given(
+    namespace: argparse.Namespace, model: type[BaseModel], outer: type[BaseModel] | None = None
+) -> dict[str, Any]:
+    """Only the flags the user gave, so that they override the YAML file and nothing else."""
+    return {
+        name: getattr(namespace, name)
+        for name in fields(model, outer)
+        if getattr(namespace, name, None) is not None
+    }
+
+
+def build_config(namespace: argparse.Namespace, model: type[BaseModel]) -> BaseModel:
+    """The config from flags over the `--config` YAML file; for a model with a `train` part
+    (search, retrain) the fine-tune flags go into `train`."""
+    values = read_yaml(namespace.config)
+    if "train" in model.model_fields:
+        train = {**values.get("train", {}), **given(namespace, FineTuneConfig, model)}
+        values.update(given(namespace, model), train=train)
+    else:
+        values.update(given(namespace, model))
+    return validated(model, values)
+
+
+@dataclass(frozen=True)
+class FlowCommand:
+    """A subcommand that validates a config and runs one flow with it."""
+
+    help: str
+    model: type[BaseModel]
+    run: Callable[[Any, argparse.Namespace], object]
+
+
+def _fine_tune(config: FineTuneConfig, args: argparse.Namespace) -> object:
+    from flows.fine_tune import fine_tune
+
+    return fine_tune(config)
+
+
+def _search(config: SearchConfig, args: argparse.Namespace) -> object:
+    from flows.search import search_flow
+
+    return search_flow(config, force=args.force)
+
+
+def _retrain(config: RetrainConfig, args: argparse.Namespace) -> object:
+    from flows.retrain import retrain
+
+    return retrain(config)
+
+
+def _predict(config: PredictConfig, args: argparse.Namespace) -> object:
+    from flows.predict import predict
+
+    return predict(config)
+
+
+FLOWS = {
+    "fine-tune": FlowCommand(
+        "Fine-tune a text classifier and record it in MLflow.", FineTuneConfig, _fine_tune
+    ),
+    "search": FlowCommand(
+        "Search hyperparameters with Optuna; every trial is a nested MLflow run.",
+        SearchConfig,
+        _search,
+    ),
+    "retrain": FlowCommand(
+        "Retrain on current data; promote the new model only if it beats the champion.",
+        RetrainConfig,
+        _retrain,
+    ),
+    "predict": FlowCommand("Classify a file with a registered model.", PredictConfig, _predict),
+}
+
+
+def ui(args: argparse.Namespace) -> int:
+    """The MLflow UI over the configured tracking store, on 127.0.0.1."""
+    uri = resolve_tracking_uri(args.tracking_uri)
+    print(f"MLflow UI over {uri} on http://127.0.0.1:{args.port} (Ctrl-C stops it)")
+    mlflow = str(Path(sys.executable).parent / "mlflow")
+    command = [mlflow, "ui", "--host", "127.0.0.1", "--port", str(args.port)]
+    return subprocess.call([*command, "--backend-store-uri", uri])
+
+
+def deploy(args: argparse.Namespace) -> int:
+    """The work pool (if missing) and every deployment of deployment.yaml; safe to repeat."""
+    prefect = str(Path(sys.executable).parent / "prefect")
+    env = {**os.environ, "FINETRACK_HOME": str(ROOT), "PREFECT_CLI_PROMPT": "false"}
+
+    def call(*words: str) -> subprocess.CompletedProcess:
+        return subprocess.run([prefect, *words], env=env, cwd=ROOT, capture_output=True, text=True)
+
+    if call("work-pool", "inspect", args.pool).returncode != 0:
+        created = call("work-pool", "create", args.pool, "--type", "process")
+        if created.returncode != 0:
+            print(f"error: cannot create work pool {args.pool}:\n{created.stderr}", file=sys.stderr)
+            return 1
+        print(f"work pool {args.pool!r} created")
+    deployed = call("deploy", "--prefect-file", str(ROOT / "deployment.yaml"), "--all")
+    if deployed.returncode != 0:
+        print(f"error: prefect deploy failed:\n{deployed.stdout}{deployed.stderr}", file=sys.stderr)
+        return 1
+    print(f"deployments of {ROOT / 'deployment.yaml'} are up to date; start a worker with")
+    print(f"  FINETRACK_HOME={ROOT} {prefect} worker start --pool {args.pool}")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    """`finetrack SUBCOMMAND --help` lists every setting with its default."""
+    top = argparse.ArgumentParser(
+        prog="finetrack",
+        description="Fine-tune Hugging Face text classifiers; every experiment on the record.",
+    )
+    commands = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, command in FLOWS.items():
+        sub = commands.add_parser(name, help=command.help, description=command.help)
+        sub.add_argument("--config", type=Path, help="YAML file with settings (flags win).")
+        sub.add_argument("--verbose", action="store_true", help="Library logs and tracebacks too.")
+        add_config_arguments(sub, command.model)
+        if "train" in command.model.model_fields:
+            add_config_arguments(sub, FineTuneConfig, command.model)
+        if name == "search":
+            sub.add_argument(
+                "--force", action="store_true", help="Continue a study whose space changed."
+            )
+    view = commands.add_parser("ui", help="MLflow UI over the configured tracking store.")
+    view.add_argument("--tracking-uri", help="Default: $MLFLOW_TRACKING_URI or ./mlflow.db.")
+    view.add_argument("--port", type=int, default=5000)
+    pool = commands.add_parser("deploy", help="Create the work pool and the deployments.")
+    pool.add_argument("--pool", default="local", help="Process work pool name [default: local].")
+    return top
 
 
 def _raise_keyboard_interrupt(signum, frame):
     raise KeyboardInterrupt(f"signal {signum}")
 
 
-def run_command(build: Callable[[], object], run: Callable[[object], object]) -> int:
-    """Build the config, run the flow; user errors print one message and return 2."""
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `finetrack` console script."""
+    args = parser().parse_args(argv)
+    if args.command == "ui":
+        return ui(args)
+    if args.command == "deploy":
+        return deploy(args)
+    from flows.console import configure_output
+
+    configure_output(verbose=args.verbose)
+    command = FLOWS[args.command]
     try:
-        config = build()
+        config = build_config(args, command.model)
         signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
-        run(config)
+        command.run(config, args)
     except BAD_INPUT as error:
+        if args.verbose:
+            traceback.print_exc()
         print(f"error: {error}", file=sys.stderr)
         return 2
     return 0
+
+
+def flow_main(command: str) -> Callable[[list[str] | None], int]:
+    """`python -m flows.X` as `finetrack X`."""
+
+    def run(argv: list[str] | None = None) -> int:
+        return main([command, *(sys.argv[1:] if argv is None else argv)])
+
+    return run
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -7,20 +7,26 @@ Bad input (settings, data, model, tracking store) is refused before an MLflow ru
 
 from __future__ import annotations
 
+import logging
 import shutil
 import sys
 import time
 
-from prefect import flow, get_run_logger, task
+from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NONE
 from prefect.runtime import flow_run
 
-from flows.cli import BAD_INPUT, run_command
+from flows.cli import BAD_INPUT, flow_main
 from flows.promotion import register_and_promote
-from tasks import data, evaluation, model, tokenization, tracking, train
-from tasks.config import FineTuneConfig, config_from_args, config_parser
-from tasks.reporting import run_summary_markdown
+from tasks import data, evaluation, model, model_card, tokenization, tracking, train
+from tasks.config import FineTuneConfig
+from tasks.registry import Holdout, PromotionPolicy
+from tasks.reporting import FineTuneResult
+
+log = logging.getLogger(__name__)
+# Settings that make the training recipe, in the run's description and the model card.
+RECIPE = ("learning_rate", "batch_size", "num_epochs", "weight_decay", "warmup_ratio", "seed")
 
 
 def _retry_unless_bad_input(task_, task_run, state) -> bool:
@@ -67,7 +73,7 @@ def fine_tune(
     config: FineTuneConfig | None = None,
     parent_run_id: str | None = None,
     tags: dict[str, str] | None = None,
-) -> dict:
+) -> FineTuneResult:
     """Fine-tune a text classifier on one data set and record everything in MLflow.
 
     `parent_run_id` nests the MLflow run under another (a search's study run), `tags` are
@@ -115,64 +121,58 @@ def fine_tune(
         )
         results = evaluate(result.trainer, tokenized.datasets, dataset)
         log_evaluation(client, run_id, results, dataset.label_names)
+        record_inputs(client, run_id, {"bf16_active": result.bf16})
         timings = {
             "train_seconds": result.train_seconds,
             "train_samples_per_second": result.train_samples_per_second,
             "tokenize_seconds": tokenized.seconds,
         }
         tracking.log_metrics(client, run_id, timings)
-        model_uri, decision = None, None
+        outcome = FineTuneResult(
+            run_id=run_id,
+            run_name=run_name,
+            experiment=config.experiment_name,
+            tracking_uri=tracking.redact(client.tracking_uri),
+            model=config.model_name_or_path,
+            data_fingerprint=dataset.fingerprint,
+            metrics={split: res.metrics for split, res in results.items() if res.metrics},
+            timings=timings,
+            bf16=result.bf16,
+            tokenize_cache_hit=tokenized.cache_hit,
+            recipe={name: getattr(config, name) for name in RECIPE},
+        )
         if config.log_model:
             example = dataset.splits["validation"].iloc[0]
             input_example = {"text": example["text"]}
             if dataset.has_pair:
                 input_example["text_pair"] = example["text_pair"]
             started = time.perf_counter()
-            model_uri = log_model(
-                client, run_id, result.trainer, tokenizer, input_example
+            card = model_card.render(client.get_run(run_id), dataset, results)
+            outcome.model_uri = log_model(
+                client, run_id, result.trainer, tokenizer, input_example, card
             ).model_uri
             tracking.log_metrics(
                 client, run_id, {"log_model_seconds": time.perf_counter() - started}
             )
             if config.registered_model_name:
-                decision = register_and_promote(
+                outcome.decision = register_and_promote(
                     client,
-                    model_uri,
+                    outcome.model_uri,
                     run_id,
                     config.registered_model_name,
-                    dataset.splits["validation"],
-                    dataset.label_names,
-                    metric=config.objective_metric,
+                    Holdout(dataset.splits["validation"], dataset.label_names),
+                    PromotionPolicy(metric=config.objective_metric),
                 )
+        tracking.describe(client, run_id, outcome.description(dataset.summary()))
         shutil.rmtree(output_dir, ignore_errors=True)
 
-    summary = {
-        "run_id": run_id,
-        "experiment": config.experiment_name,
-        "tracking_uri": tracking.redact(client.tracking_uri),
-        "model": config.model_name_or_path,
-        "data_fingerprint": dataset.fingerprint,
-        "metrics": {split: res.metrics for split, res in results.items() if res.metrics},
-        "bf16": result.bf16,
-        "tokenize_cache_hit": tokenized.cache_hit,
-        "model_uri": model_uri,
-        "promoted": decision.promoted if decision else None,
-        **timings,
-    }
-    create_markdown_artifact(run_summary_markdown(summary), key="fine-tune-summary")
-    get_run_logger().info("\n%s", run_summary_markdown(summary))
-    return summary
+    create_markdown_artifact(outcome.markdown(), key="fine-tune-summary")
+    log.info("\n%s\n", outcome.markdown())
+    log.info("Browse it: finetrack ui (MLflow run %s, experiment %r)", run_id, outcome.experiment)
+    return outcome
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Command-line entry point: flags or a YAML file, then the flow."""
-    parser = config_parser(
-        "python -m flows.fine_tune",
-        "Fine-tune a Hugging Face text classifier and track it in MLflow.",
-        FineTuneConfig,
-    )
-    args = parser.parse_args(argv)
-    return run_command(lambda: config_from_args(args), fine_tune)
+main = flow_main("fine-tune")
 
 
 if __name__ == "__main__":

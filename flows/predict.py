@@ -11,9 +11,9 @@ import sys
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NONE
 
-from flows.cli import run_command
+from flows.cli import flow_main
 from tasks import prediction, tracking
-from tasks.config import PredictConfig, config_from_args, config_parser
+from tasks.config import PredictConfig
 
 read_inputs = task(prediction.read_inputs, name="read-inputs", cache_policy=NONE)
 predict_frame = task(prediction.predict_frame, name="predict", cache_policy=NONE)
@@ -56,13 +56,7 @@ def predict(config: PredictConfig) -> dict:
     }
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Command-line entry point."""
-    parser = config_parser(
-        "python -m flows.predict", "Classify a file with a registered model.", PredictConfig
-    )
-    args = parser.parse_args(argv)
-    return run_command(lambda: config_from_args(args, PredictConfig), predict)
+main = flow_main("predict")
 
 
 if __name__ == "__main__":

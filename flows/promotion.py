@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 
-import pandas as pd
 from mlflow.tracking import MlflowClient
 from prefect import get_client
 from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
@@ -31,18 +30,14 @@ def promote(
     client: MlflowClient,
     model_name: str,
     version: str,
-    frame: pd.DataFrame,
-    label_names: list[str],
-    metric: str = "f1",
-    margin: float = 0.0,
+    holdout: registry.Holdout,
+    policy: registry.PromotionPolicy,
 ) -> registry.Decision:
     """`registry.promote_if_better`, one process at a time per registered model."""
     limit = f"promote-{model_name}"
     ensure_limit(limit)
     with concurrency(limit, occupy=1, strict=True, timeout_seconds=1800):
-        return registry.promote_if_better(
-            client, model_name, version, frame, label_names, metric=metric, margin=margin
-        )
+        return registry.promote_if_better(client, model_name, version, holdout, policy)
 
 
 def register_and_promote(
@@ -50,14 +45,12 @@ def register_and_promote(
     model_uri: str,
     run_id: str,
     model_name: str,
-    frame: pd.DataFrame,
-    label_names: list[str],
-    metric: str = "f1",
-    margin: float = 0.0,
+    holdout: registry.Holdout,
+    policy: registry.PromotionPolicy,
 ) -> registry.Decision:
     """Register the run's model, promote it if better, and record the decision on the run."""
     version = registry.register(client, model_uri, model_name, run_id)
-    decision = promote(client, model_name, version, frame, label_names, metric, margin)
+    decision = promote(client, model_name, version, holdout, policy)
     for key, value in decision.as_tags().items():
         client.set_tag(run_id, key, value)
     scores = {"promotion_challenger_score": decision.challenger_score}

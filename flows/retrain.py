@@ -14,17 +14,14 @@ import optuna
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
-from flows.cli import run_command
+from flows.cli import flow_main
 from flows.fine_tune import fine_tune, load_data
 from flows.promotion import register_and_promote
 from flows.search import search_flow
 from tasks import registry, search, tracking
 from tasks.config import (
-    FineTuneConfig,
     RetrainConfig,
     SearchConfig,
-    config_parser,
-    config_with_train_from_args,
 )
 
 
@@ -79,37 +76,26 @@ def retrain(config: RetrainConfig | None = None) -> dict:
     logger = get_run_logger()
     params = challenger_params(config)
     logger.info("challenger hyperparameters: %s", params or "from the config")
-    train_config = config.train.model_copy(
-        update={**params, "log_model": True, "registered_model_name": None}
-    )
-    summary = fine_tune(train_config, tags={"finetrack.flow": "retrain"})
+    train_config = config.train.with_settings(**params, log_model=True, registered_model_name=None)
+    challenger = fine_tune(train_config, tags={"finetrack.flow": "retrain"})
     client = tracking.connect(config.train.tracking_uri)
     dataset = load_data(config.train)
+    split = config.evaluation_split
     decision = register_and_promote(
         client,
-        summary["model_uri"],
-        summary["run_id"],
+        challenger.model_uri,
+        challenger.run_id,
         config.registered_model_name,
-        dataset.splits[config.evaluation_split],
-        dataset.label_names,
-        metric=config.metric or config.train.objective_metric,
-        margin=config.promotion_margin,
+        registry.Holdout(dataset.splits[split], dataset.label_names, split),
+        registry.PromotionPolicy(
+            metric=config.metric or config.train.objective_metric, margin=config.promotion_margin
+        ),
     )
     create_markdown_artifact(decision_markdown(decision), key="retrain-decision")
-    return {"run_id": summary["run_id"], "params": params, "decision": decision}
+    return {"run_id": challenger.run_id, "params": params, "decision": decision}
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Command-line entry point: retrain flags plus every fine-tune flag."""
-    parser = config_parser(
-        "python -m flows.retrain",
-        "Retrain on current data; promote the new model only if it beats the champion.",
-        RetrainConfig,
-        FineTuneConfig,
-    )
-    args = parser.parse_args(argv)
-
-    return run_command(lambda: config_with_train_from_args(args, RetrainConfig), retrain)
+main = flow_main("retrain")
 
 
 if __name__ == "__main__":

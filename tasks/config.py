@@ -7,7 +7,6 @@ The same object is filled from a YAML file, command-line flags or Prefect parame
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -141,6 +140,11 @@ class FineTuneConfig(BaseModel):
         """True when the pair column was not chosen by the user (then it is optional)."""
         return "text_pair_column" not in self.model_fields_set
 
+    def with_settings(self, **changes: Any) -> FineTuneConfig:
+        """A copy with `changes` validated like user input (`model_copy` checks nothing);
+        settings the user left unset stay unset."""
+        return validated(type(self), {**self.model_dump(exclude_unset=True), **changes})
+
     def params(self) -> dict[str, str]:
         """Flat string form for MLflow params."""
         return {key: str(value) for key, value in self.model_dump().items()}
@@ -250,6 +254,22 @@ class SearchConfig(BaseModel):
         return value
 
     @model_validator(mode="after")
+    def _train_settings_not_searched(self) -> SearchConfig:
+        """A training setting that every trial overrides would be silently ignored."""
+        owned = {"learning_rate": "learning_rate_range", "num_epochs": "num_epochs_range"}
+        if self.batch_size_choices:
+            owned["batch_size"] = "batch_size_choices"
+        for name in ("warmup_ratio", "weight_decay"):
+            if getattr(self, f"{name}_range") is not None:
+                owned[name] = f"{name}_range"
+        for name in sorted(owned.keys() & self.train.model_fields_set):
+            raise ValueError(
+                f"{name} is set by the search (its {owned[name]}); "
+                f"give --{owned[name].replace('_', '-')} instead of --{name.replace('_', '-')}"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _ranges_fit(self) -> SearchConfig:
         if not self.learning_rate_range.high < 1:
             raise ValueError("learning_rate_range must stay below 1")
@@ -290,73 +310,6 @@ def validated(model: type[ModelT], values: dict[str, Any]) -> ModelT:
         return model(**values)
     except ValidationError as error:
         raise ConfigError(format_validation_error(error)) from None
-
-
-def _cli_type(annotation: Any) -> Any:
-    """Flags arrive as strings that pydantic converts and validates; booleans need words."""
-    return _parse_bool if annotation is bool else str
-
-
-def _parse_bool(text: str) -> bool:
-    lowered = text.strip().lower()
-    if lowered in {"1", "true", "yes", "on"}:
-        return True
-    if lowered in {"0", "false", "no", "off"}:
-        return False
-    raise argparse.ArgumentTypeError(f"expected true/false, got {text!r}")
-
-
-def add_config_arguments(
-    parser: argparse.ArgumentParser, model: type[BaseModel] = FineTuneConfig
-) -> None:
-    """One `--flag` per config field, help text taken from the field description."""
-    group = parser.add_argument_group(f"{model.__name__} settings")
-    for name, field in model.model_fields.items():
-        if isinstance(field.annotation, type) and issubclass(field.annotation, FineTuneConfig):
-            continue
-        default = field.default_factory() if field.default_factory else field.default
-        group.add_argument(
-            "--" + name.replace("_", "-"),
-            dest=name,
-            type=_cli_type(field.annotation),
-            default=None,
-            metavar=name.upper(),
-            help=f"{field.description} [default: {default}]",
-        )
-
-
-def config_parser(prog: str, description: str, *models: type[BaseModel]) -> argparse.ArgumentParser:
-    """A parser with `--config FILE.yaml` and one flag per setting of each model."""
-    parser = argparse.ArgumentParser(prog=prog, description=description)
-    parser.add_argument("--config", type=Path, help="YAML file with settings (flags win).")
-    for model in models:
-        add_config_arguments(parser, model)
-    return parser
-
-
-def overrides_from_args(namespace: argparse.Namespace, model: type[BaseModel]) -> dict[str, Any]:
-    """Only the flags the user gave, so that they override the YAML file and nothing else."""
-    return {
-        name: getattr(namespace, name)
-        for name in model.model_fields
-        if getattr(namespace, name, None) is not None
-    }
-
-
-def config_from_args(namespace: argparse.Namespace, model: type[ModelT] = FineTuneConfig) -> ModelT:
-    """A flat config from parsed flags over the `--config` YAML file."""
-    return validated(
-        model, {**read_yaml(namespace.config), **overrides_from_args(namespace, model)}
-    )
-
-
-def config_with_train_from_args(namespace: argparse.Namespace, model: type[ModelT]) -> ModelT:
-    """A config with a `train` part (search, retrain) from flags over YAML; the fine-tune
-    flags go into `train`."""
-    values = read_yaml(namespace.config)
-    train = {**values.get("train", {}), **overrides_from_args(namespace, FineTuneConfig)}
-    values.update(overrides_from_args(namespace, model), train=train)
-    return validated(model, values)
 
 
 class RetrainConfig(BaseModel):

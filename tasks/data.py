@@ -345,7 +345,7 @@ def load_hub(config: FineTuneConfig) -> LoadedData:
     label_feature = raw["train"].features.get(config.label_column)
     names = getattr(label_feature, "names", None)
     if names and config.label_names is None:
-        config = config.model_copy(update={"label_names": list(names)})
+        config = config.with_settings(label_names=list(names))
     return normalise(frames, config, source=f"hf://datasets/{config.hub_dataset}")
 
 

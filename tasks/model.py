@@ -6,9 +6,15 @@ a fresh offline machine can train; any local folder or Hub id works as well.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from tasks.config import PACKAGED_MODEL
+
+log = logging.getLogger(__name__)
+# Parameter names of the classification heads of the model families in use (BERT-like:
+# `classifier`, DistilBERT: `pre_classifier`, GPT-like: `score`).
+HEAD_PREFIXES = ("classifier", "pre_classifier", "score")
 
 
 class ModelError(ValueError):
@@ -61,15 +67,38 @@ def _check_hub_model(model_id: str) -> str:
     return model_id
 
 
+class _HideLoadReport(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "LOAD REPORT" not in record.getMessage()
+
+
 def load_model(model_path: str, label_names: list[str]):
     """A sequence classifier with a fresh head sized and named for the labels."""
     from transformers import AutoModelForSequenceClassification
 
-    return AutoModelForSequenceClassification.from_pretrained(
-        model_path,
-        num_labels=len(label_names),
-        id2label=dict(enumerate(label_names)),
-        label2id={name: i for i, name in enumerate(label_names)},
-        use_safetensors=True,
-        trust_remote_code=False,
-    )
+    # transformers prints a LOAD REPORT table of every weight it had to initialise; the new
+    # classification head is expected, so the report is read here and only a surprise told.
+    # (A filter, not a level: transformers runs extra checks when that logger's level is set.)
+    report = logging.getLogger("transformers.modeling_utils")
+    hide = _HideLoadReport()
+    report.addFilter(hide)
+    try:
+        model, info = AutoModelForSequenceClassification.from_pretrained(
+            model_path,
+            num_labels=len(label_names),
+            id2label=dict(enumerate(label_names)),
+            label2id={name: i for i, name in enumerate(label_names)},
+            use_safetensors=True,
+            trust_remote_code=False,
+            output_loading_info=True,
+        )
+    finally:
+        report.removeFilter(hide)
+    head = {name for name, _ in model.named_parameters() if name.startswith(HEAD_PREFIXES)}
+    surprises = sorted(set(info.get("missing_keys", ())) - head)
+    if surprises or info.get("mismatched_keys"):
+        log.warning(
+            "weights initialised from scratch besides the classification head: %s",
+            surprises + [str(key) for key in info.get("mismatched_keys", ())],
+        )
+    return model

@@ -22,6 +22,23 @@ log = logging.getLogger(__name__)
 CHAMPION = "champion"
 
 
+@dataclass(frozen=True)
+class Holdout:
+    """The labelled rows on which champion and challenger are both scored."""
+
+    frame: pd.DataFrame  # text, optional text_pair, integer label
+    label_names: list[str]
+    split: str = "validation"
+
+
+@dataclass(frozen=True)
+class PromotionPolicy:
+    """How a challenger must compare with the champion to take the alias."""
+
+    metric: str = "f1"
+    margin: float = 0.0
+
+
 @dataclass
 class Decision:
     """What a promotion check saw and decided."""
@@ -34,9 +51,24 @@ class Decision:
     metric: str
     margin: float
     promoted: bool
+    split: str = "validation"
 
     def as_tags(self) -> dict[str, str]:
         return {f"finetrack.promotion.{key}": str(value) for key, value in asdict(self).items()}
+
+    def describe(self) -> str:
+        """One paragraph for the model version's description and the logs."""
+        verdict = "became champion" if self.promoted else "did not become champion"
+        if self.champion_score is None:
+            against = "there was no champion yet"
+        else:
+            against = f"champion v{self.champion_version} scored {self.champion_score:.4f}" + (
+                f", margin {self.margin}" if self.margin else ""
+            )
+        return (
+            f"v{self.challenger_version} scored {self.metric} {self.challenger_score:.4f} on "
+            f"the {self.split} rows; {against}: it {verdict}."
+        )
 
 
 def champion_version(client: MlflowClient, name: str) -> str | None:
@@ -65,27 +97,24 @@ def register(client: MlflowClient, model_uri: str, name: str, run_id: str) -> st
 
 
 def promote_if_better(
-    client: MlflowClient,
-    name: str,
-    version: str,
-    frame: pd.DataFrame,
-    label_names: list[str],
-    metric: str = "f1",
-    margin: float = 0.0,
+    client: MlflowClient, name: str, version: str, holdout: Holdout, policy: PromotionPolicy
 ) -> Decision:
-    """Score challenger and champion on `frame`; move the alias if the challenger wins."""
-    challenger = score_model(f"models:/{name}/{version}", frame, label_names)[metric]
+    """Score challenger and champion on the holdout; move the alias if the challenger wins."""
+
+    def score(model_version: str) -> float:
+        uri = f"models:/{name}/{model_version}"
+        return score_model(uri, holdout.frame, holdout.label_names)[policy.metric]
+
+    challenger = score(version)
     current = champion_version(client, name)
-    incumbent = None
-    if current is not None and current != version:
-        incumbent = score_model(f"models:/{name}/{current}", frame, label_names)[metric]
-    promoted = incumbent is None or challenger > incumbent + margin
+    incumbent = score(current) if current is not None and current != version else None
+    promoted = incumbent is None or challenger > incumbent + policy.margin
     if promoted:
         client.set_registered_model_alias(name, CHAMPION, version)
-    decision = Decision(name, version, challenger, current, incumbent, metric, margin, promoted)
-    log.info(
-        "%s v%s %s=%.4f vs champion %s (%s): %s",
-        name, version, metric, challenger, current, incumbent,
-        "promoted" if promoted else "kept the champion",
+    decision = Decision(
+        name, version, challenger, current, incumbent, policy.metric, policy.margin, promoted,
+        holdout.split,
     )  # fmt: skip
+    client.update_model_version(name, version, description=decision.describe())
+    log.info("%s: %s", name, decision.describe())
     return decision

@@ -1,6 +1,67 @@
-"""Human-readable summaries of a run, for Prefect artifacts and the console."""
+"""What a fine-tune returns, and its human-readable forms: the Prefect artifact, the console
+summary and the MLflow run's description."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from tasks.registry import Decision
+
+
+@dataclass
+class FineTuneResult:
+    """The outcome of one fine-tune: where it is recorded and how it scored."""
+
+    run_id: str
+    run_name: str
+    experiment: str
+    tracking_uri: str
+    model: str
+    data_fingerprint: str
+    metrics: dict[str, dict[str, float]]  # split -> accuracy, f1, loss (labelled splits)
+    timings: dict[str, float]
+    bf16: bool
+    tokenize_cache_hit: bool
+    model_uri: str | None = None
+    decision: Decision | None = None
+    recipe: dict[str, object] = field(default_factory=dict)
+
+    def markdown(self) -> str:
+        """Where to find the run and how it scored (Prefect artifact `fine-tune-summary`)."""
+        timings = self.timings
+        return "\n".join(
+            [
+                "# Fine-tune result",
+                "",
+                f"- MLflow run: `{self.run_id}` ({self.run_name}; experiment `{self.experiment}`,"
+                f" tracking `{self.tracking_uri}`)",
+                f"- model: `{self.model}`; data fingerprint `{self.data_fingerprint[:12]}`",
+                f"- training: {timings['train_seconds']:.1f} s, "
+                f"{timings['train_samples_per_second']:.1f} samples/s, bf16 {self.bf16}",
+                f"- tokenization: {timings['tokenize_seconds']:.2f} s "
+                f"(cache {'hit' if self.tokenize_cache_hit else 'miss'})",
+                f"- logged model: `{self.model_uri or 'not logged'}`",
+                *([f"- registry: {self.decision.describe()}"] if self.decision else []),
+                "",
+                metrics_table(self.metrics),
+            ]
+        )
+
+    def description(self, data_summary: dict[str, dict[str, int]]) -> str:
+        """The MLflow run's description: data, recipe, scores."""
+        rows = ", ".join(f"{split} {counts['rows']}" for split, counts in data_summary.items())
+        recipe = ", ".join(f"{key} {value}" for key, value in self.recipe.items())
+        return "\n".join(
+            [
+                f"Fine-tune of `{self.model}` on {rows} rows "
+                f"(data fingerprint `{self.data_fingerprint[:12]}`).",
+                "",
+                f"Recipe: {recipe}; bf16 {self.bf16}.",
+                "",
+                metrics_table(self.metrics),
+                *(["", self.decision.describe()] if self.decision else []),
+            ]
+        )
 
 
 def metrics_table(metrics: dict[str, dict[str, float]]) -> str:
@@ -11,23 +72,3 @@ def metrics_table(metrics: dict[str, dict[str, float]]) -> str:
         cells = [f"{values[name]:.4f}" if name in values else "" for name in names]
         lines.append(f"| {split} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
-
-
-def run_summary_markdown(summary: dict) -> str:
-    """The fine-tune flow's result as markdown: where to find the run and how it scored."""
-    return "\n".join(
-        [
-            "# Fine-tune result",
-            "",
-            f"- MLflow run: `{summary['run_id']}` (experiment `{summary['experiment']}`, "
-            f"tracking `{summary['tracking_uri']}`)",
-            f"- model: `{summary['model']}`; data fingerprint `{summary['data_fingerprint'][:12]}`",
-            f"- training: {summary['train_seconds']:.1f} s, "
-            f"{summary['train_samples_per_second']:.1f} samples/s, bf16 {summary['bf16']}",
-            f"- tokenization: {summary['tokenize_seconds']:.2f} s "
-            f"(cache {'hit' if summary['tokenize_cache_hit'] else 'miss'})",
-            f"- logged model: `{summary.get('model_uri') or 'not logged'}`",
-            "",
-            metrics_table(summary["metrics"]),
-        ]
-    )

@@ -111,8 +111,8 @@ def suggest(trial: optuna.Trial, config: SearchConfig) -> dict[str, float | int]
 
 
 def trial_config(base: FineTuneConfig, params: dict, output_dir: Path) -> FineTuneConfig:
-    """The shared training settings with one trial's hyperparameters put in."""
-    return base.model_copy(update={**params, "output_dir": output_dir, "log_model": False})
+    """The shared training settings with one trial's hyperparameters put in (validated)."""
+    return base.with_settings(**params, output_dir=output_dir, log_model=False)
 
 
 def claimed_before(study: optuna.Study, number: int) -> int:

@@ -16,6 +16,7 @@ import re
 import tempfile
 import time
 import urllib.request
+import warnings
 from collections.abc import Iterator
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -142,6 +143,11 @@ def library_versions() -> dict[str, str]:
     return versions
 
 
+def describe(client: MlflowClient, run_id: str, text: str) -> None:
+    """The run's description in the MLflow UI (markdown)."""
+    client.set_tag(run_id, "mlflow.note.content", text)
+
+
 def log_params(client: MlflowClient, run_id: str, params: dict[str, object]) -> None:
     """Log params in batches (the store takes at most 100 per call)."""
     items = [Param(key, str(value)[:6000]) for key, value in params.items()]
@@ -187,16 +193,32 @@ def log_dataset_inputs(client: MlflowClient, run_id: str, data: LoadedData) -> N
     contexts = {"train": "training", "validation": "validation", "test": "testing"}
     inputs = []
     for split, frame in data.splits.items():
-        dataset = mlflow.data.from_pandas(
-            frame,
-            source=data.files.get(split, data.source),
-            name=f"{Path(data.source).name or data.source}-{split}",
-            targets="label",
-            digest=data.fingerprint[:16],
-        )
+        with warnings.catch_warnings():
+            # MLflow hints that integer columns cannot hold missing values: `label` never
+            # does (tasks.data refuses empty labels), so the hint does not apply.
+            warnings.filterwarnings("ignore", "Hint: Inferred schema contains integer")
+            dataset = mlflow.data.from_pandas(
+                frame,
+                source=_dataset_source(data.files.get(split, data.source)),
+                name=f"{Path(data.source).name or data.source}-{split}",
+                targets="label",
+                digest=data.fingerprint[:16],
+            )
+            entity = dataset._to_mlflow_entity()  # the schema is inferred here
         tag = InputTag(key=MLFLOW_DATASET_CONTEXT, value=contexts[split])
-        inputs.append(DatasetInput(dataset=dataset._to_mlflow_entity(), tags=[tag]))
+        inputs.append(DatasetInput(dataset=entity, tags=[tag]))
     client.log_inputs(run_id, datasets=inputs)
+
+
+def _dataset_source(location: str):
+    """A local file as MLflow's local-artifact dataset source. Given the bare path, MLflow
+    finds two registered sources that both match and warns that the path is ambiguous."""
+    from mlflow.data.dataset_source_registry import get_registered_sources
+
+    if "://" in location:  # a Hub data set: MLflow resolves its URL unambiguously
+        return location
+    local = next(s for s in get_registered_sources() if s.__name__ == "LocalArtifactDatasetSource")
+    return local(location)
 
 
 def log_files(client: MlflowClient, run_id: str, files: dict[str, object]) -> None:
@@ -219,13 +241,20 @@ def log_transformers_model(
     trainer,
     tokenizer,
     example: dict[str, str],
+    card: str,
 ):
-    """Log the fine-tuned model (transformers flavour, text-classification pipeline).
+    """Log the fine-tuned model (transformers flavour, text-classification pipeline) with
+    `card` as its model card (`README.md`, and MLflow's `model_card.md`).
 
     The LoggedModel is created in the run's own experiment first: left to itself, MLflow's
     fluent `log_model(run_id=...)` files it under the Default experiment (id 0) and its
     artifact store whenever no experiment is active, which a per-run-id logger never sets.
+    The signature is given, so MLflow does not run the model to infer it; the card is given,
+    so MLflow does not look for one (and a licence) on the Hub.
     """
+    from huggingface_hub import ModelCard
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, Schema
     from transformers import pipeline
 
     run = client.get_run(run_id)
@@ -238,16 +267,26 @@ def log_transformers_model(
     classifier = pipeline(
         "text-classification", model=trainer.model.float(), tokenizer=tokenizer, device=-1
     )
+    signature = ModelSignature(
+        inputs=Schema([ColSpec("string", name) for name in example]),
+        outputs=Schema([ColSpec("string", "label"), ColSpec("double", "score")]),
+    )
     requirements = [f"{name}=={version(name)}" for name in ("torch", "transformers", "mlflow")]
-    return mlflow.transformers.log_model(
+    info = mlflow.transformers.log_model(
         transformers_model=classifier,
         name="model",
         task="text-classification",
         input_example=[example],
+        signature=signature,
+        model_card=ModelCard(card),
         pip_requirements=requirements,
         run_id=run_id,
         model_id=logged.model_id,
     )
+    with tempfile.TemporaryDirectory() as folder:
+        (Path(folder) / "README.md").write_text(card, encoding="utf-8")
+        client.log_model_artifacts(logged.model_id, folder)
+    return info
 
 
 def log_evaluation(client: MlflowClient, run_id: str, results: dict, label_names: list[str]):

@@ -18,6 +18,7 @@ from datasets import DatasetDict
 from torch.utils.data import SequentialSampler
 from transformers import (
     DataCollatorWithPadding,
+    ProgressCallback,
     Trainer,
     TrainerCallback,
     TrainingArguments,
@@ -93,6 +94,29 @@ class InOrderEvalTrainer(Trainer):
         return SequentialSampler(eval_dataset)
 
 
+class TrainingProgress(ProgressCallback):
+    """One progress bar for training and one line of metrics per epoch.
+
+    transformers' own callback also draws a bar for every evaluation and prints each raw
+    log dictionary; on a terminal they break up the training bar.
+    """
+
+    EPOCH_METRICS = ("eval_loss", "eval_accuracy", "eval_f1")
+
+    def on_prediction_step(self, args, state, control, eval_dataloader=None, **kwargs):
+        pass
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not (state.is_world_process_zero and self.training_bar and logs):
+            return
+        if "eval_loss" in logs:
+            losses = [row["loss"] for row in state.log_history if "loss" in row]
+            parts = [f"train_loss {losses[-1]:.4f}"] if losses else []
+            parts += [f"{name} {logs[name]:.4f}" for name in self.EPOCH_METRICS if name in logs]
+            epoch = f"epoch {round(state.epoch or 0)}/{round(args.num_train_epochs)}"
+            self.training_bar.write(f"{epoch}: " + ", ".join(parts))
+
+
 @dataclass
 class TrainResult:
     """The trained Trainer (best checkpoint loaded) and what training measured."""
@@ -133,6 +157,9 @@ def train(
         compute_metrics=trainer_metrics(len(label_names)),
         callbacks=callbacks or [],
     )
+    if not args.disable_tqdm:
+        trainer.remove_callback(ProgressCallback)
+        trainer.add_callback(TrainingProgress)
     log.info(
         "training %d examples for %d epoch(s), lr %g, batch %d, bf16 %s",
         len(train_set),

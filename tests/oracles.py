@@ -68,7 +68,12 @@ def prefect_artifact(flow_run_id: str, key: str):
 
 def markdown_table(text: str) -> dict[str, dict[str, float]]:
     """`| row | a | b |` lines of the first markdown table, as {row: {column: value}}."""
-    lines = [line for line in text.splitlines() if line.startswith("|")]
+    lines = []
+    for line in text.splitlines():
+        if line.startswith("|"):
+            lines.append(line)
+        elif lines:
+            break
     columns = [cell.strip() for cell in lines[0].strip("|").split("|")][1:]
     table = {}
     for line in lines[2:]:

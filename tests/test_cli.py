@@ -28,3 +28,57 @@ def test_help_lists_the_settings():
 def test_bad_flags_exit_2_before_any_work(flags, message, capsys):
     assert main(flags) == 2
     assert message in capsys.readouterr().err
+
+
+def finetrack(*args: str, cwd=None) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "flows.cli", *args]
+    return subprocess.run(command, capture_output=True, text=True, cwd=cwd, timeout=600)
+
+
+@pytest.mark.slow
+def test_default_output_is_for_a_person(mrpc_dir, tmp_path):
+    result = finetrack(
+        "fine-tune", "--data-dir", str(mrpc_dir), "--max-train-samples", "32",
+        "--max-eval-samples", "20", "--eval-batch-size", "16", "--num-epochs", "2",
+        "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db",
+        "--output-dir", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "cache"),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = result.stdout
+    assert "train: {'rows': 32" in out  # the data summary
+    assert "epoch 1/2: train_loss" in out and "epoch 2/2: train_loss" in out
+    assert "| validation |" in out and "| test |" in out
+    assert "Browse it: finetrack ui" in out
+    everything = out + result.stderr
+    for noise in (
+        "Task run",
+        "LOAD REPORT",
+        "UserWarning",
+        "model card",
+        "license",
+        "{'eval_loss'",
+    ):
+        assert noise not in everything, noise
+    assert result.stderr.count("it/s]") <= 1 or "Loading weights" not in result.stderr
+
+
+def test_bad_input_is_one_line_without_traceback(tmp_path):
+    result = finetrack(
+        "fine-tune", "--data-dir", str(tmp_path / "missing"),
+        "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db",
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"error: data folder not found: {tmp_path / 'missing'}"
+    ], result.stderr[-3000:]
+    verbose = finetrack(
+        "fine-tune", "--verbose", "--data-dir", str(tmp_path / "missing"),
+        "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db",
+    )  # fmt: skip
+    assert verbose.returncode == 2 and "Traceback" in verbose.stderr
+
+
+def test_every_subcommand_has_help():
+    for command in ("fine-tune", "search", "retrain", "predict", "ui", "deploy"):
+        result = finetrack(command, "--help")
+        assert result.returncode == 0 and "usage: finetrack " + command in result.stdout

@@ -2,7 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from tasks.config import ConfigError, FineTuneConfig, config_from_args, config_parser, validated
+from flows.cli import build_config, parser
+from tasks.config import ConfigError, FineTuneConfig, validated
 
 
 def test_defaults_are_the_seed_recipe():
@@ -35,8 +36,8 @@ def test_invalid_values_fail_with_the_setting_named(setting, value, field):
 def test_yaml_then_overrides(tmp_path: Path):
     path = tmp_path / "run.yaml"
     path.write_text("learning_rate: 2.0e-5\nnum_epochs: 2\nlabel_names: a,b\n")
-    parser = config_parser("test", "test", FineTuneConfig)
-    config = config_from_args(parser.parse_args(["--config", str(path), "--num-epochs", "4"]))
+    args = parser().parse_args(["fine-tune", "--config", str(path), "--num-epochs", "4"])
+    config = build_config(args, FineTuneConfig)
     assert config.learning_rate == 2e-5
     assert config.num_epochs == 4
     assert config.label_names == ["a", "b"]
@@ -44,7 +45,9 @@ def test_yaml_then_overrides(tmp_path: Path):
 
 def test_missing_config_file_is_reported(tmp_path: Path):
     with pytest.raises(ConfigError, match="config file not found"):
-        config_from_args(config_parser("t", "t").parse_args(["--config", str(tmp_path / "x.yaml")]))
+        build_config(
+            parser().parse_args(["fine-tune", "--config", str(tmp_path / "x.yaml")]), FineTuneConfig
+        )
 
 
 def test_pair_column_none_means_single_sentence():

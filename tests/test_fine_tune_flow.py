@@ -30,12 +30,12 @@ def test_flow_records_a_complete_run(mrpc_dir, tmp_path):
     summary = fine_tune(config)
 
     client = MlflowClient(config.tracking_uri)
-    run = client.get_run(summary["run_id"])
+    run = client.get_run(summary.run_id)
     assert run.info.status == "FINISHED"
     params = run.data.params
     assert params["learning_rate"] == "5e-05"
     assert params["batch_size"] == "8"
-    assert params["data_fingerprint"] == summary["data_fingerprint"]
+    assert params["data_fingerprint"] == summary.data_fingerprint
     assert "transformers_version" in params and "torch_version" in params
 
     for name in ("train_loss", "eval_loss", "eval_accuracy", "eval_f1"):
@@ -46,9 +46,7 @@ def test_flow_records_a_complete_run(mrpc_dir, tmp_path):
 
     contexts = {tag.value for item in run.inputs.dataset_inputs for tag in item.tags}
     assert contexts == {"training", "validation", "testing"}
-    assert {i.dataset.digest for i in run.inputs.dataset_inputs} == {
-        summary["data_fingerprint"][:16]
-    }
+    assert {i.dataset.digest for i in run.inputs.dataset_inputs} == {summary.data_fingerprint[:16]}
 
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {
@@ -64,7 +62,7 @@ def test_flow_records_a_complete_run(mrpc_dir, tmp_path):
     )
     assert len(predictions) == 40 and {"predicted", "prob_1"} <= set(predictions.columns)
 
-    model = mlflow.pyfunc.load_model(summary["model_uri"])
+    model = mlflow.pyfunc.load_model(summary.model_uri)
     batch = pd.DataFrame(
         [{"text": "The cat sat on the mat .", "text_pair": "A cat was sitting on the mat ."}]
     )
@@ -75,7 +73,7 @@ def test_flow_records_a_complete_run(mrpc_dir, tmp_path):
     versions = client.search_model_versions("name='e2e-model'")
     assert [v.run_id for v in versions] == [run.info.run_id]
     # the first registered version has no champion to beat
-    assert summary["promoted"] is True
+    assert summary.decision.promoted is True
     assert client.get_model_version_by_alias("e2e-model", "champion").run_id == run.info.run_id
     assert run.data.tags["finetrack.promotion.promoted"] == "True"
     assert not any((tmp_path / "outputs").glob("*/checkpoint-*"))

@@ -17,7 +17,8 @@ def test_sigterm_marks_the_run_killed(mrpc_dir, tmp_path):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     command = [
         sys.executable, "-m", "flows.fine_tune", "--data-dir", str(mrpc_dir),
-        "--max-train-samples", "400", "--max-eval-samples", "16", "--num-epochs", "5",
+        "--max-train-samples", "400", "--max-eval-samples", "20", "--eval-batch-size", "16",
+        "--num-epochs", "5",
         "--tracking-uri", uri, "--output-dir", str(tmp_path / "out"),
         "--cache-dir", str(tmp_path / "cache"), "--experiment-name", "stop",
     ]  # fmt: skip

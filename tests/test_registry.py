@@ -23,6 +23,8 @@ FRAME = pd.DataFrame(
     }
 )
 LABELS = ["0", "1"]
+HOLDOUT = registry.Holdout(FRAME, LABELS)
+F1, ACCURACY = registry.PromotionPolicy("f1"), registry.PromotionPolicy("accuracy")
 
 
 class Constant(mlflow.pyfunc.PythonModel):
@@ -77,7 +79,7 @@ def test_scores_follow_each_row_and_versions_name_their_run(client):
     assert registry.score_model(f"models:/m/{version}", FRAME, LABELS) == pytest.approx(
         {"accuracy": 7 / 8, "f1": 2 * 5 / (2 * 5 + 0 + 1)}  # by hand: TP 5, FP 0, FN 1
     )
-    decision = registry.promote_if_better(client, "m", version, FRAME, LABELS, metric="accuracy")
+    decision = registry.promote_if_better(client, "m", version, HOLDOUT, ACCURACY)
     assert decision.challenger_score == 7 / 8 and decision.metric == "accuracy"
     stored = client.get_model_version("m", version)
     assert stored.run_id == run_id and stored.tags["finetrack.run_id"] == run_id
@@ -85,27 +87,27 @@ def test_scores_follow_each_row_and_versions_name_their_run(client):
 
 def test_first_model_becomes_champion_then_only_better_ones(client):
     worse = register_constant(client, "0")
-    first = registry.promote_if_better(client, "m", worse, FRAME, LABELS)
+    first = registry.promote_if_better(client, "m", worse, HOLDOUT, F1)
     assert first.promoted and first.champion_version is None
     assert first.challenger_score == 0.0
 
     better = register_constant(client, "1")
-    second = registry.promote_if_better(client, "m", better, FRAME, LABELS)
+    second = registry.promote_if_better(client, "m", better, HOLDOUT, F1)
     assert second.promoted and second.champion_version == worse
     assert second.challenger_score == pytest.approx(2 * 0.75 / 1.75)
     assert registry.champion_version(client, "m") == better
 
     another_worse = register_constant(client, "0")
-    third = registry.promote_if_better(client, "m", another_worse, FRAME, LABELS)
+    third = registry.promote_if_better(client, "m", another_worse, HOLDOUT, F1)
     assert not third.promoted
     assert registry.champion_version(client, "m") == better
 
 
 def test_margin_blocks_small_gains(client):
     base = register_constant(client, "1")
-    registry.promote_if_better(client, "m", base, FRAME, LABELS)
+    registry.promote_if_better(client, "m", base, HOLDOUT, F1)
     same = register_constant(client, "1")
-    decision = registry.promote_if_better(client, "m", same, FRAME, LABELS, margin=0.0)
+    decision = registry.promote_if_better(client, "m", same, HOLDOUT, F1)
     assert not decision.promoted  # equal is not better
     assert registry.champion_version(client, "m") == base
 
@@ -120,7 +122,7 @@ def test_concurrent_promotions_leave_the_best_champion(client):
     with prefect_test_harness(server_startup_timeout=120):
         threads = [
             threading.Thread(
-                target=lambda v=v: decisions.append(promote(client, "m", v, FRAME, LABELS))
+                target=lambda v=v: decisions.append(promote(client, "m", v, HOLDOUT, F1))
             )
             for v in versions
         ]
@@ -142,7 +144,7 @@ import sys, time
 from pathlib import Path
 from mlflow.tracking import MlflowClient
 from flows.promotion import ensure_limit, promote
-from test_registry import FRAME, LABELS
+from test_registry import F1, HOLDOUT
 
 uri, version, ready, count = sys.argv[1], sys.argv[2], Path(sys.argv[3]), int(sys.argv[4])
 client = MlflowClient(uri)
@@ -150,7 +152,7 @@ ensure_limit("promote-m")
 (ready / version).touch()
 while len(list(ready.iterdir())) < count:
     time.sleep(0.05)
-print("PROMOTED" if promote(client, "m", version, FRAME, LABELS).promoted else "KEPT")
+print("PROMOTED" if promote(client, "m", version, HOLDOUT, F1).promoted else "KEPT")
 """
 
 
@@ -160,7 +162,7 @@ def test_two_processes_promote_at_once(client, tmp_path, prefect_server):
     # scoring takes 2 s: without the limit both would read the old champion, score it and
     # promote; with it the second one compares against the first one's model
     champion = register_constant(client, "0", delay=2.0)
-    registry.promote_if_better(client, "m", champion, FRAME, LABELS)
+    registry.promote_if_better(client, "m", champion, HOLDOUT, F1)
     challengers = [register_constant(client, "1", delay=2.0) for _ in range(2)]
     ready = tmp_path / "ready"
     ready.mkdir()

@@ -2,19 +2,13 @@
 
 import pytest
 
-from tasks.config import (
-    ConfigError,
-    FineTuneConfig,
-    SearchConfig,
-    config_parser,
-    config_with_train_from_args,
-)
+from flows.cli import build_config, parser
+from tasks.config import ConfigError, SearchConfig
 from tasks.search import open_study
 
 
 def parse(*flags: str) -> SearchConfig:
-    parser = config_parser("test", "test", SearchConfig, FineTuneConfig)
-    return config_with_train_from_args(parser.parse_args(list(flags)), SearchConfig)
+    return build_config(parser().parse_args(["search", *flags]), SearchConfig)
 
 
 def test_defaults():
@@ -62,9 +56,24 @@ def test_changed_space_needs_force(tmp_path):
 
 
 def test_confirmed_test_score_of_zero_is_recorded():
-    from flows.search import confirmed_metrics
+    from flows.confirmation import confirmed_metrics
 
     winner = {"metric": "f1", "mean_validation": 0.5, "mean_test": 0.0}
     assert confirmed_metrics(winner) == {"confirmed_validation_f1": 0.5, "confirmed_test_f1": 0.0}
     no_test = {"metric": "accuracy", "mean_validation": 0.75, "mean_test": None}
     assert confirmed_metrics(no_test) == {"confirmed_validation_accuracy": 0.75}
+
+
+@pytest.mark.parametrize(
+    ("flags", "owner"),
+    [
+        (["--learning-rate", "3e-5"], "learning_rate_range"),
+        (["--num-epochs", "2"], "num_epochs_range"),
+        (["--batch-size-choices", "8,16", "--batch-size", "16"], "batch_size_choices"),
+        (["--weight-decay-range", "0,0.1", "--weight-decay", "0.01"], "weight_decay_range"),
+    ],
+)
+def test_search_refuses_settings_it_owns(flags, owner):
+    with pytest.raises(ConfigError, match=f"set by the search \\(its {owner}\\)"):
+        parse(*flags)
+    assert parse("--batch-size", "16").train.batch_size == 16  # not searched: allowed

@@ -17,10 +17,11 @@ from optuna.trial import TrialState
 from oracles import prefect_artifact
 from prefect.testing.utilities import prefect_test_harness
 
-from flows.search import STATE_TAG, STUDY_TAG, TRIAL_TAG, search_flow
+from flows.search import search_flow
 from tasks import search
 from tasks.config import IntRange, SearchConfig
 from tasks.registry import champion_version
+from tasks.study_record import STATE_TAG, STUDY_TAG, TRIAL_TAG
 
 pytestmark = pytest.mark.slow
 
@@ -172,13 +173,26 @@ def test_mlflow_ui_shows_the_study(tiny_study, tmp_path):
         page.goto(f"{url}/#/experiments/{experiment.experiment_id}/runs/{trial.info.run_id}")
         page.get_by_text(trial.info.run_name).first.wait_for(timeout=60_000)
         page.get_by_text("study-tiny").first.wait_for(timeout=60_000)  # its parent run
+        # the run's description says what the trial tried and how it ended
+        page.get_by_text(f"Trial {trial.data.tags[TRIAL_TAG]}: learning_rate").first.wait_for(
+            timeout=60_000
+        )
         page.screenshot(path=tmp_path / "trial.png")
+
+        parent = summary["parent_run_id"]
+        page.goto(f"{url}/#/experiments/{experiment.experiment_id}/runs/{parent}")
+        page.get_by_text("Confirmation over seeds").first.wait_for(timeout=60_000)
+        page.screenshot(path=tmp_path / "study.png", full_page=True)
 
         page.goto(f"{url}/#/models/tiny-model")
         page.get_by_text(f"Version {version}").first.wait_for(timeout=60_000)
         page.get_by_text("champion").first.wait_for(timeout=60_000)
         page.screenshot(path=tmp_path / "model.png")
-    shots = ("experiment.png", "trial.png", "model.png")
+
+        page.goto(f"{url}/#/models/tiny-model/versions/{version}")
+        page.get_by_text("became champion").first.wait_for(timeout=60_000)
+        page.screenshot(path=tmp_path / "version.png")
+    shots = ("experiment.png", "trial.png", "study.png", "model.png", "version.png")
     assert all((tmp_path / name).stat().st_size > 10_000 for name in shots)
 
 
@@ -206,7 +220,7 @@ def search_command(mrpc_dir: Path, tmp_path: Path, *extra: str) -> list[str]:
     return [
         sys.executable, "-m", "flows.search",
         "--data-dir", str(mrpc_dir),
-        "--max-train-samples", "48", "--max-eval-samples", "16",
+        "--max-train-samples", "48", "--max-eval-samples", "20", "--eval-batch-size", "16",
         "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db",
         "--storage", f"sqlite:///{tmp_path}/optuna.db",
         "--output-dir", str(tmp_path / "outputs"), "--cache-dir", str(tmp_path / "cache"),

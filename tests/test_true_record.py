@@ -31,6 +31,7 @@ from prefect.testing.utilities import prefect_test_harness
 
 from flows.fine_tune import fine_tune
 from tasks.config import FineTuneConfig
+from tasks.reporting import FineTuneResult
 from tasks.train import use_bf16
 
 pytestmark = pytest.mark.slow
@@ -52,18 +53,18 @@ def prefect_backend():
 @dataclass
 class Recorded:
     config: FineTuneConfig
-    summary: dict
+    summary: FineTuneResult
     flow_run_id: str
     client: MlflowClient
     folder: Path
 
     @property
     def run(self):
-        return self.client.get_run(self.summary["run_id"])
+        return self.client.get_run(self.summary.run_id)
 
     @property
     def precision(self) -> str:
-        return "bf16" if self.summary["bf16"] else "fp32"
+        return "bf16" if self.summary.bf16 else "fp32"
 
 
 @pytest.fixture(scope="module", params=list(VARIANTS))
@@ -87,7 +88,7 @@ def recorded(request, mrpc_dir, tmp_path_factory, prefect_backend) -> Recorded:
 
 def test_heldout_metrics_are_the_best_epochs(recorded):
     objective = recorded.config.objective_metric
-    best = best_epoch(recorded.client, recorded.summary["run_id"], objective)
+    best = best_epoch(recorded.client, recorded.summary.run_id, objective)
     metrics = recorded.run.data.metrics
     assert metrics["validation_accuracy"] == pytest.approx(best["accuracy"], abs=1e-9)
     assert metrics["validation_f1"] == pytest.approx(best["f1"], abs=1e-9)
@@ -100,10 +101,10 @@ def test_predictions_are_the_logged_models(recorded, mrpc_dir, split):
     raw = raw_split(mrpc_dir, split, rows)
     folder = recorded.folder / "artifacts"
     predictions = artifact(
-        recorded.client, recorded.summary["run_id"], f"predictions_{split}.csv", folder
+        recorded.client, recorded.summary.run_id, f"predictions_{split}.csv", folder
     )
 
-    found = compare_with_pyfunc(predictions, raw, recorded.summary["model_uri"], recorded.precision)
+    found = compare_with_pyfunc(predictions, raw, recorded.summary.model_uri, recorded.precision)
 
     # both classes are predicted, so a shuffle would change the metrics as well
     assert set(pd.read_csv(predictions)["predicted"]) == {0, 1}
@@ -120,7 +121,7 @@ def test_predictions_are_the_logged_models(recorded, mrpc_dir, split):
 @pytest.mark.parametrize("split", ["validation", "test"])
 def test_confusion_matrix_is_a_recount_of_the_csv(recorded, split):
     folder = recorded.folder / "artifacts"
-    run_id = recorded.summary["run_id"]
+    run_id = recorded.summary.run_id
     check_confusion(
         artifact(recorded.client, run_id, f"confusion_matrix_{split}.json", folder),
         artifact(recorded.client, run_id, f"predictions_{split}.csv", folder),
@@ -144,7 +145,7 @@ def test_logged_model_belongs_to_the_runs_experiment(recorded, tmp_path, monkeyp
     assert mlflow.search_logged_models(experiment_ids=["0"], output_format="list") == []
     # read back through the tracking URI alone, from another working folder
     monkeypatch.chdir(tmp_path)
-    model = mlflow.pyfunc.load_model(recorded.summary["model_uri"])
+    model = mlflow.pyfunc.load_model(recorded.summary.model_uri)
     pair = pd.DataFrame([{"text": "A cat sat on the mat .", "text_pair": "The mat had a cat ."}])
     assert len(model.predict(pair)) == 1
 
@@ -160,7 +161,7 @@ def test_mlflow_run_is_named_after_the_flow_run(recorded):
 
 def test_prefect_summary_artifact_matches_the_mlflow_run(recorded):
     text = prefect_artifact(recorded.flow_run_id, "fine-tune-summary")
-    assert recorded.summary["run_id"] in text
+    assert recorded.summary.run_id in text
     metrics = recorded.run.data.metrics
     table = markdown_table(text)
     assert set(table) == {"validation", "test"}
@@ -168,3 +169,32 @@ def test_prefect_summary_artifact_matches_the_mlflow_run(recorded):
         assert set(values) == {"accuracy", "f1", "loss"}
         for name, value in values.items():
             assert value == pytest.approx(metrics[f"{split}_{name}"], abs=5e-5)
+
+
+def test_run_description_and_model_card_state_the_recorded_numbers(recorded, tmp_path):
+    run = recorded.run
+    metrics = run.data.metrics
+    description = run.data.tags["mlflow.note.content"]
+    table = markdown_table(description)
+    for split in ("validation", "test"):
+        for name in ("accuracy", "f1", "loss"):
+            assert table[split][name] == pytest.approx(metrics[f"{split}_{name}"], abs=5e-5)
+    assert f"learning_rate {recorded.config.learning_rate}" in description
+
+    model_id = recorded.summary.model_uri.removeprefix("models:/")
+    location = recorded.client.get_logged_model(model_id).artifact_location
+    card = Path(
+        mlflow.artifacts.download_artifacts(f"{location}/README.md", dst_path=str(tmp_path))
+    )
+    text = card.read_text()
+    assert run.data.params["data_fingerprint"] in text
+    assert "non-commercial" in text  # MRPC's licence travels with the model
+    scores_table = markdown_table(text[text.index("## Scores") :])
+    for split in ("validation", "test"):
+        assert scores_table[split]["accuracy"] == pytest.approx(
+            metrics[f"{split}_accuracy"], abs=5e-5
+        )
+    precision = "bf16 autocast" if recorded.summary.bf16 else "fp32"
+    assert f"Scored by `trainer.predict` in {precision}" in text
+    rows = raw_split(recorded.config.data_dir, "validation", recorded.config.max_eval_samples)
+    assert f"'rows': {len(rows)}" in text

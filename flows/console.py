@@ -1,0 +1,50 @@
+"""What a person sees on the terminal when a flow runs from the command line.
+
+By default: the project's own messages (data summary, training progress, per-epoch metrics,
+the result and where to look) as plain lines, and warnings. Prefect's per-task state lines
+and library chatter stay out of the terminal but not out of Prefect: every handler that
+sends logs to the Prefect API is kept. `--verbose` leaves every library's logging as it is.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+PROJECT_LOGGERS = ("tasks", "flows")
+
+
+class _HidePrefectChatter(logging.Filter):
+    """Prefect's own INFO lines, and the flow/task run failure reports whose message the
+    command line prints as one `error:` line (a crash still ends in Python's traceback)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name.startswith(("prefect.flow_runs", "prefect.task_runs")):
+            return record.levelno >= logging.CRITICAL
+        if record.name.startswith("prefect"):
+            return record.levelno >= logging.WARNING
+        return True
+
+
+def configure_output(verbose: bool) -> None:
+    """Plain project messages on stdout; Prefect's console lines filtered unless verbose."""
+    from prefect.logging.configuration import ensure_logging_setup
+
+    if verbose:
+        return
+    ensure_logging_setup()  # Prefect's handlers exist from here on, to be filtered below
+    import datasets
+    from transformers.utils import logging as transformers_logging
+
+    datasets.disable_progress_bars()  # tokenization is timed and reported in one line
+    transformers_logging.disable_progress_bar()  # weight loading, twice a run (not training)
+    logging.getLogger("mlflow").setLevel(logging.WARNING)  # store migrations, signature runs
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_HidePrefectChatter())
+    plain = logging.StreamHandler(sys.stdout)
+    plain.setFormatter(logging.Formatter("%(message)s"))
+    for name in PROJECT_LOGGERS:
+        logger = logging.getLogger(name)
+        logger.setLevel(logging.INFO)
+        logger.addHandler(plain)
+        logger.propagate = False  # Prefect's API handler stays attached to the logger itself

@@ -1,0 +1,106 @@
+"""A study's record in MLflow: tags that tie runs to trials, the trial table, the study run's
+summary, descriptions a person can read, and closing the run of a trial whose worker died."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import optuna
+from mlflow.tracking import MlflowClient
+from optuna.trial import FrozenTrial
+
+from tasks import search, tracking
+
+STUDY_TAG = "finetrack.study"
+TRIAL_TAG = "finetrack.trial_number"
+STATE_TAG = "finetrack.trial_state"
+
+
+def trial_description(
+    number: int, params: dict, state: str, objective: str, values: dict[int, float]
+) -> str:
+    """A trial run's description: what it tried and how it ended."""
+    tried = ", ".join(f"{name} {value:.3g}" for name, value in params.items())
+    if not values:
+        return f"Trial {number}: {tried}; {state} before its first evaluation."
+    best = max(values, key=values.get)
+    ending = f"pruned after epoch {max(values)}" if state == "PRUNED" else state.lower()
+    return (
+        f"Trial {number}: {tried}; {ending}. Best {objective} {values[best]:.4f} "
+        f"at epoch {best} of {len(values)} trained."
+    )
+
+
+def close_stale_trial_run(client: MlflowClient, experiment_name: str):
+    """Optuna calls the returned function for a trial whose worker died: close its MLflow
+    run as FAILED. The run is found by its tags, not the trial's user attribute: a worker can
+    die after starting the run and before recording its id on the trial."""
+
+    def close(study: optuna.Study, trial: FrozenTrial) -> None:
+        experiment = client.get_experiment_by_name(experiment_name)
+        if experiment is None:
+            return
+        runs = client.search_runs(
+            [experiment.experiment_id],
+            filter_string=(
+                f"tags.`{STUDY_TAG}` = '{study.study_name}' "
+                f"and tags.`{TRIAL_TAG}` = '{trial.number}' and attributes.status = 'RUNNING'"
+            ),
+        )
+        for run in runs:
+            client.set_tag(run.info.run_id, STATE_TAG, "FAIL")
+            client.set_terminated(run.info.run_id, "FAILED")
+
+    return close
+
+
+def trial_rows(study: optuna.Study) -> list[dict]:
+    """One row per trial: params, value, state, epochs, MLflow run id."""
+    return [
+        {
+            "number": t.number,
+            **{f"param_{k}": v for k, v in t.params.items()},
+            "value": t.value,
+            "state": t.state.name,
+            "epochs": len(t.intermediate_values),
+            "mlflow_run_id": t.user_attrs.get("mlflow_run_id", ""),
+        }
+        for t in study.get_trials(deepcopy=False)
+    ]
+
+
+def study_description(study: optuna.Study, rows: list[dict], space: dict, objective: str) -> str:
+    """The study run's description: space, best trial, effort."""
+    states = [row["state"] for row in rows]
+    best = search.top_configurations(study, 1)
+    lines = [
+        f"Study `{study.study_name}`: maximise validation {objective} over {space}.",
+        "",
+        f"{len(rows)} trial(s): {states.count('COMPLETE')} complete, "
+        f"{states.count('PRUNED')} pruned, {states.count('FAIL')} failed; "
+        f"{sum(row['epochs'] for row in rows)} epochs trained.",
+    ]
+    if best:
+        params = ", ".join(f"{k} {v:.3g}" for k, v in best[0].params.items())
+        lines += ["", f"Best: trial {best[0].number} ({params}), {objective} {best[0].value:.4f}."]
+    return "\n".join(lines)
+
+
+def record_study(client: MlflowClient, parent_id: str, study: optuna.Study, rows: list[dict]):
+    """Best params and value, effort spent, the trial table and Optuna's plots on the parent."""
+    best = search.top_configurations(study, 1)
+    if best:
+        params = {f"best_{k}": v for k, v in best[0].params.items()}
+        tracking.log_params(client, parent_id, {**params, "best_trial": best[0].number})
+    metrics = {
+        "finished_trials": search.finished_count(study),
+        "epochs_trained": sum(row["epochs"] for row in rows),
+    }
+    tracking.log_metrics(
+        client, parent_id, metrics | ({"best_value": best[0].value} if best else {})
+    )
+    tracking.log_files(client, parent_id, {"trials.json": rows})
+    with tempfile.TemporaryDirectory() as folder:
+        for path in search.save_plots(study, Path(folder)):
+            client.log_artifact(parent_id, str(path), "plots")
