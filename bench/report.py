@@ -194,6 +194,24 @@ def tokenization_cache(data: dict) -> list[str]:
     return lines
 
 
+def prediction_speed(data: dict) -> list[str]:
+    measured = data["measured"]
+    plain = max(v["rows_per_second"] for k, v in measured.items() if k.startswith("plain"))
+    lines = [
+        f"### Prediction speed: {data['rows']} rows of MRPC test, one model, back to back "
+        f"(native bf16: {data['bf16_native']})",
+        "",
+        "| path | rows/s | share of the fastest plain forward | labels equal to plain forward |",
+        "| --- | --- | --- | --- |",
+    ]
+    for name, values in measured.items():
+        equal = values.get("labels_equal_plain")
+        agreement = "" if equal is None else f"{equal}/{data['rows']}"
+        speed = values["rows_per_second"]
+        lines.append(f"| {name} | {speed:.1f} | {speed / plain:.0%} | {agreement} |")
+    return lines
+
+
 RENDERERS = {  # file stem -> renderer; a folder may hold several runs: STEM-1.json, ...
     "overhead": overhead,
     "tokenization_cache": tokenization_cache,
@@ -201,6 +219,7 @@ RENDERERS = {  # file stem -> renderer; a folder may hold several runs: STEM-1.j
     "scaling": scaling,
     "search_pruning": search_pruning,
     "quality": quality,
+    "prediction_speed": prediction_speed,
 }
 
 

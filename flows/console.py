@@ -9,6 +9,7 @@ sends logs to the Prefect API is kept. `--verbose` leaves every library's loggin
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
 PROJECT_LOGGERS = ("tasks", "flows")
@@ -38,7 +39,8 @@ def configure_output(verbose: bool) -> None:
 
     datasets.disable_progress_bars()  # tokenization is timed and reported in one line
     transformers_logging.disable_progress_bar()  # weight loading, twice a run (not training)
-    logging.getLogger("mlflow").setLevel(logging.WARNING)  # store migrations, signature runs
+    logging.getLogger("mlflow").setLevel(logging.WARNING)  # store migrations, signature checks
+    os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"  # model loads for scoring
     for handler in logging.getLogger().handlers:
         handler.addFilter(_HidePrefectChatter())
     plain = logging.StreamHandler(sys.stdout)

@@ -55,7 +55,7 @@ log_datasets = task(tracking.log_dataset_inputs, name="log-datasets", cache_poli
 fine_tune_model = task(train.train, name="train", cache_policy=NONE)
 evaluate = task(evaluation.evaluate_model, name="evaluate", cache_policy=NONE)
 log_evaluation = task(tracking.log_evaluation, name="log-evaluation", cache_policy=NONE)
-log_model = task(tracking.log_transformers_model, name="log-model", cache_policy=NONE)
+log_model = task(tracking.log_classifier_model, name="log-model", cache_policy=NONE)
 
 
 def _flow_run_name() -> str:
@@ -149,7 +149,13 @@ def fine_tune(
             started = time.perf_counter()
             card = model_card.render(client.get_run(run_id), dataset, results)
             outcome.model_uri = log_model(
-                client, run_id, result.trainer, tokenizer, input_example, card
+                client,
+                run_id,
+                result.trainer.model,
+                tokenizer,
+                input_example,
+                card,
+                config.max_length,
             ).model_uri
             tracking.log_metrics(
                 client, run_id, {"log_model_seconds": time.perf_counter() - started}

@@ -52,20 +52,25 @@ def read_inputs(path: Path, text_column: str, pair_column: str | None) -> pd.Dat
     return frame
 
 
+CHUNK_ROWS = 4096  # rows per call of the model: progress for big files, bounded memory
+
+
 def predict_frame(
     uri: str, frame: pd.DataFrame, text_column: str, pair_column: str | None, batch_size: int
 ) -> pd.DataFrame:
-    """`frame` with `predicted_label` and `probability` (of that label) added."""
+    """`frame` with `predicted_label` and `probability` (of that label) added. The model
+    batches each chunk itself, in length order (`batch_size` rows a batch)."""
     model = mlflow.pyfunc.load_model(uri)
     inputs = pd.DataFrame({"text": frame[text_column].astype(str)})
     if pair_column:
         inputs["text_pair"] = frame[pair_column].astype(str)
     labels, scores = [], []
-    for start in range(0, len(inputs), batch_size):
-        output = model.predict(inputs.iloc[start : start + batch_size].reset_index(drop=True))
+    for start in range(0, len(inputs), CHUNK_ROWS):
+        chunk = inputs.iloc[start : start + CHUNK_ROWS].reset_index(drop=True)
+        output = model.predict(chunk, params={"batch_size": batch_size})
         labels.extend(output["label"].astype(str))
         scores.extend(output["score"].astype(float))
-        log.info("predicted %d / %d rows", min(start + batch_size, len(inputs)), len(inputs))
+        log.info("predicted %d / %d rows", min(start + CHUNK_ROWS, len(inputs)), len(inputs))
     result = frame.copy()
     result["predicted_label"] = labels
     result["probability"] = [round(score, 6) for score in scores]
