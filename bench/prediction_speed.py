@@ -32,6 +32,8 @@ from tasks.config import PACKAGED_MODEL
 from tasks.model import load_model, resolve_model
 from tasks.train import use_bf16
 
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"  # where the logged model runs too
+
 
 def plain_forward(model, tokenizer, frame: pd.DataFrame, bf16: bool) -> np.ndarray:
     """Labels from batches of 64 in length order, no framework around the model."""
@@ -40,13 +42,13 @@ def plain_forward(model, tokenizer, frame: pd.DataFrame, bf16: bool) -> np.ndarr
     )
     order = np.argsort([len(ids) for ids in encoded["input_ids"]], kind="stable")
     labels = np.empty(len(frame), dtype=np.int64)
-    with torch.inference_mode(), torch.autocast("cpu", torch.bfloat16, enabled=bf16):
+    with torch.inference_mode(), torch.autocast(DEVICE, torch.bfloat16, enabled=bf16):
         for start in range(0, len(order), 64):
             rows = order[start : start + 64]
             batch = tokenizer.pad(
                 [{k: v[i] for k, v in encoded.items()} for i in rows], return_tensors="pt"
-            )
-            labels[rows] = model(**batch).logits.float().argmax(-1).numpy()
+            ).to(DEVICE)
+            labels[rows] = model(**batch).logits.float().argmax(-1).cpu().numpy()
     return labels
 
 
@@ -85,6 +87,7 @@ def main() -> None:
             from transformers import pipeline
 
             classifier = pipeline("text-classification", model=model, tokenizer=tokenizer)
+        model.to(DEVICE)
 
         measured: dict[str, dict] = {}
         speed, fp32_labels = timed(lambda: plain_forward(model, tokenizer, frame, False), rows)

@@ -34,7 +34,7 @@ from tasks.config import (
 from tasks.data import DataError
 from tasks.model import ModelError
 from tasks.prediction import NoModelError
-from tasks.tracking import TrackingError, resolve_tracking_uri
+from tasks.tracking import TrackingError, redact, resolve_tracking_uri
 
 BAD_INPUT = (ConfigError, DataError, ModelError, NoModelError, TrackingError)
 ROOT = Path(__file__).resolve().parents[1]
@@ -155,7 +155,10 @@ FLOWS = {
 def ui(args: argparse.Namespace) -> int:
     """The MLflow UI over the configured tracking store, on 127.0.0.1."""
     uri = resolve_tracking_uri(args.tracking_uri)
-    print(f"MLflow UI over {uri} on http://127.0.0.1:{args.port} (Ctrl-C stops it)")
+    if uri.startswith(("http://", "https://")):
+        print(f"the tracking server {redact(uri)} serves its own UI: open it in a browser")
+        return 0
+    print(f"MLflow UI over {redact(uri)} on http://127.0.0.1:{args.port} (Ctrl-C stops it)")
     mlflow = str(Path(sys.executable).parent / "mlflow")
     command = [mlflow, "ui", "--host", "127.0.0.1", "--port", str(args.port)]
     return subprocess.call([*command, "--backend-store-uri", uri])

@@ -17,12 +17,11 @@ from tasks.config import SearchConfig
 from tasks.study_record import STUDY_TAG
 
 
-def confirm_and_pick(config: SearchConfig, study: optuna.Study, client, parent_id: str) -> dict:
-    """Retrain the top configurations with several seeds; the best mean objective wins.
-
-    Best-of-N on a noisy validation set is optimistic, so the choice rests on a mean over
-    seeds; the model logged for the winner is its run with the base seed.
-    """
+def confirm_and_pick(
+    config: SearchConfig, study: optuna.Study, client, parent_id: str
+) -> tuple[dict, str]:
+    """The winner's row of `confirmation.json` (its base-seed run holds the logged model)
+    and a description of the whole confirmation for the study run."""
     metric = config.train.objective_metric
     candidates = search.top_configurations(study, max(config.confirm_top_k, 1))
     seeds = [config.train.seed + i for i in range(config.confirm_seeds)]
@@ -66,10 +65,9 @@ def confirm_and_pick(config: SearchConfig, study: optuna.Study, client, parent_i
             }
         )
     winner = max(results, key=lambda r: r["mean_validation"])
-    winner["description"] = confirmation_description(results, winner)
     tracking.log_files(client, parent_id, {"confirmation.json": results})
     tracking.log_metrics(client, parent_id, confirmed_metrics(winner))
-    return winner
+    return winner, confirmation_description(results, winner)
 
 
 def confirmed_metrics(winner: dict) -> dict[str, float]:

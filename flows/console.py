@@ -27,8 +27,16 @@ class _HidePrefectChatter(logging.Filter):
         return True
 
 
+_configured = False
+
+
 def configure_output(verbose: bool) -> None:
-    """Plain project messages on stdout; Prefect's console lines filtered unless verbose."""
+    """Plain project messages on stdout; Prefect's console lines filtered unless verbose.
+    Once per process: a second command in the same process keeps the first one's setup."""
+    global _configured
+    if _configured:
+        return
+    _configured = True
     from prefect.logging.configuration import ensure_logging_setup
 
     if verbose:

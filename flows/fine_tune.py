@@ -25,7 +25,7 @@ from tasks.registry import Holdout, PromotionPolicy
 from tasks.reporting import FineTuneResult
 
 log = logging.getLogger(__name__)
-# Settings that make the training recipe, in the run's description and the model card.
+# Settings that make the training recipe, in the run's description.
 RECIPE = ("learning_rate", "batch_size", "num_epochs", "weight_decay", "warmup_ratio", "seed")
 
 

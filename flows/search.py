@@ -63,7 +63,7 @@ def search_flow(config: SearchConfig | None = None, force: bool = False) -> dict
                 "n_trials": config.n_trials,
                 "sampler": config.sampler,
                 "pruner": config.pruner,
-                "objective_metric": objective,
+                "objective_metric": f"eval_{objective}",  # as studies have always logged it
                 "search_space": config.space(),
                 "data_fingerprint": dataset.fingerprint,
             },
@@ -89,7 +89,7 @@ def search_flow(config: SearchConfig | None = None, force: bool = False) -> dict
         if not config.finalize:
             log.info("finalize is off: leaving confirmation and registration to another run")
         elif search.top_configurations(study, 1):
-            winner = confirm_and_pick(config, study, client, parent_id)
+            winner, confirmation = confirm_and_pick(config, study, client, parent_id)
             decision = register_and_promote(
                 client,
                 winner["model_uri"],
@@ -100,7 +100,7 @@ def search_flow(config: SearchConfig | None = None, force: bool = False) -> dict
             )
             for key, value in decision.as_tags().items():
                 client.set_tag(parent_id, key, value)
-            description += f"\n\n{winner['description']}\n\n{decision.describe()}"
+            description += f"\n\n{confirmation}\n\n{decision.describe()}"
         else:
             log.warning("no trial completed: nothing to confirm or register")
         tracking.describe(client, parent_id, description)

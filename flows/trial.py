@@ -31,7 +31,8 @@ class TrialOutcome:
 
 @dataclass
 class TrialInputs:
-    """What every trial of one search shares: the study, its run and the tokenized data."""
+    """What every trial of one search shares: its config, the study's MLflow run, the model
+    and the tokenized data."""
 
     config: SearchConfig
     client: object  # MlflowClient

@@ -337,6 +337,17 @@ class RetrainConfig(BaseModel):
     )
     promotion_margin: float = Field(0.0, ge=0, description="Gain needed to replace the champion.")
 
+    @model_validator(mode="after")
+    def _search_owns_its_settings(self) -> RetrainConfig:
+        """With `search`, the new study sets these for every trial: a value would be lost."""
+        owned = sorted({"learning_rate", "num_epochs"} & self.train.model_fields_set)
+        if self.hyperparameters == "search" and owned:
+            raise ValueError(
+                f"{', '.join(owned)} would be set by the search (hyperparameters=search); "
+                "leave them out, or use hyperparameters=config"
+            )
+        return self
+
 
 class PredictConfig(BaseModel):
     """Batch prediction with a registered model."""

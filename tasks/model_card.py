@@ -49,7 +49,6 @@ def render(run: Run, data: LoadedData, results: dict[str, SplitResult]) -> str:
     lines = [
         "---",
         f"license: {licence}",
-        "library_name: transformers",
         "pipeline_tag: text-classification",
         "---",
         f"# {run.info.run_name}",
@@ -78,7 +77,11 @@ def render(run: Run, data: LoadedData, results: dict[str, SplitResult]) -> str:
             table = _confusion_table(result, data.label_names)
             lines += ["", f"Confusion matrix, {split}:", "", *table]
     precision = "bf16 autocast" if params.get("bf16_active") == "True" else "fp32"
-    lines += ["", f"Scored by `trainer.predict` in {precision}; this model runs in fp32."]
+    lines += [
+        "",
+        f"Scored by `trainer.predict` in {precision}. This model predicts in bf16 where the "
+        'hardware computes it natively, else in fp32 (`params={"precision": "fp32"}` forces fp32).',
+    ]
     lines += ["", "## Training recipe", ""]
     lines += [f"- {name}: {params[name]}" for name in RECIPE if name in params]
     lines += ["", "## Library versions", ""]

@@ -59,7 +59,9 @@ class Decision:
     def describe(self) -> str:
         """One paragraph for the model version's description and the logs."""
         verdict = "became champion" if self.promoted else "did not become champion"
-        if self.champion_score is None:
+        if self.champion_version == self.challenger_version:
+            against = "it already was the champion"
+        elif self.champion_score is None:
             against = "there was no champion yet"
         else:
             against = f"champion v{self.champion_version} scored {self.champion_score:.4f}" + (
@@ -83,10 +85,20 @@ def score_model(model_uri: str, frame: pd.DataFrame, label_names: list[str]) -> 
     """Accuracy and F1 of a logged model on a labelled frame (text, text_pair, label)."""
     model = mlflow.pyfunc.load_model(model_uri)
     columns = [c for c in ("text", "text_pair") if c in frame.columns]
-    output = model.predict(frame[columns])
+    output = model.predict(frame[columns], params=_fp32_if_supported(model))
     ids = {name: i for i, name in enumerate(label_names)}
     predicted = np.array([ids[str(label)] for label in output["label"]])
     return compute_metrics(predicted, frame["label"].to_numpy(), len(label_names))
+
+
+def _fp32_if_supported(model) -> dict | None:
+    """Champion and challenger are compared in fp32, so the decision and its recorded scores
+    do not depend on whether the scoring machine computes bf16 natively. Models logged before
+    the precision parameter existed run in fp32 anyway."""
+    params = model.metadata.get_params_schema()
+    if params is not None and "precision" in params.input_names():
+        return {"precision": "fp32"}
+    return None
 
 
 def register(client: MlflowClient, model_uri: str, name: str, run_id: str) -> str:

@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 DEFAULT_STORAGE = "sqlite:///optuna.db"
 COUNTED = (TrialState.COMPLETE, TrialState.PRUNED)
 SPACE_ATTR = "finetrack_space"
+OBJECTIVE_ATTR = "finetrack_objective"
 
 
 def resolve_storage(configured: str | None) -> str:
@@ -91,6 +92,14 @@ def open_study(
             f"study {config.study_name!r} exists with another search space ({stored}); "
             "use another study name, or --force to continue it with the new space"
         )
+    objective = f"eval_{config.train.objective_metric}"
+    kept = study.user_attrs.get(OBJECTIVE_ATTR, "eval_f1" if study.trials else None)
+    if kept not in (None, objective) and not force:
+        raise ConfigError(
+            f"study {config.study_name!r} optimises {kept}, not {objective}: its trial values "
+            "would not compare; use another study name (or --force)"
+        )
+    study.set_user_attr(OBJECTIVE_ATTR, objective)
     return study
 
 

@@ -58,7 +58,7 @@ def test_retrain_twice_then_predict(mrpc_dir, tmp_path):
     # the recorded promotion scores are a rescoring of both versions by the logged models
     raw = raw_split(mrpc_dir, "validation", 20)
     for key, version in (("challenger", "2"), ("champion", "1")):
-        served = pyfunc_predictions(f"models:/rt/{version}", raw)
+        served = pyfunc_predictions(f"models:/rt/{version}", raw, {"precision": "fp32"})
         expected = scores(raw["label"], served["label"])["f1"]  # the train config's objective
         recorded = client.get_run(second["run_id"]).data.metrics[f"promotion_{key}_score"]
         assert recorded == pytest.approx(expected, abs=1e-12), key

@@ -77,3 +77,23 @@ def test_search_refuses_settings_it_owns(flags, owner):
     with pytest.raises(ConfigError, match=f"set by the search \\(its {owner}\\)"):
         parse(*flags)
     assert parse("--batch-size", "16").train.batch_size == 16  # not searched: allowed
+
+
+def test_study_keeps_its_objective(tmp_path):
+    storage = f"sqlite:///{tmp_path}/optuna.db"
+    open_study(SearchConfig(storage=storage, study_name="o"))  # F1
+    on_accuracy = SearchConfig(
+        storage=storage, study_name="o", train={"objective_metric": "accuracy"}
+    )
+    with pytest.raises(ConfigError, match="optimises eval_f1, not eval_accuracy"):
+        open_study(on_accuracy)
+    assert open_study(on_accuracy, force=True).user_attrs["finetrack_objective"] == "eval_accuracy"
+
+
+def test_retrain_by_search_refuses_settings_the_search_sets():
+    from tasks.config import RetrainConfig, validated
+
+    with pytest.raises(ConfigError, match="learning_rate would be set by the search"):
+        validated(RetrainConfig, {"hyperparameters": "search", "train": {"learning_rate": 3e-5}})
+    kept = validated(RetrainConfig, {"hyperparameters": "config", "train": {"learning_rate": 3e-5}})
+    assert kept.train.learning_rate == 3e-5

@@ -22,7 +22,9 @@ BATCH_SIZE = 64
 
 
 def native_bf16() -> bool:
-    """AMX or AVX512-BF16 on CPU, or a bf16-capable GPU."""
+    """AMX or AVX512-BF16 on CPU, or a bf16-capable GPU: the rule of the project's
+    `tasks.train.use_bf16("auto")`, repeated here because this file must run without the
+    project (keep the two in step)."""
     if torch.cuda.is_available():
         return torch.cuda.is_bf16_supported()
     return bool(torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported())
