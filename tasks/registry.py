@@ -96,7 +96,7 @@ def _fp32_if_supported(model) -> dict | None:
     do not depend on whether the scoring machine computes bf16 natively. Models logged before
     the precision parameter existed run in fp32 anyway."""
     params = model.metadata.get_params_schema()
-    if params is not None and "precision" in params.input_names():
+    if params is not None and "precision" in {spec.name for spec in params.params}:
         return {"precision": "fp32"}
     return None
 

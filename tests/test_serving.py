@@ -75,3 +75,21 @@ def test_loads_with_mlflow_alone(logged, tmp_path):
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.strip().splitlines()[-1] in {"0", "1"}
+
+
+def test_promotion_scores_the_logged_model_in_fp32(logged, mrpc_dir):
+    """The registry's scoring asks the served model for fp32: the same labels as plain fp32
+    forward passes, whatever the machine's bf16 support."""
+    from sklearn.metrics import f1_score
+
+    from tasks.registry import score_model
+
+    uri, model_uri, model, tokenizer = logged
+    mlflow.set_tracking_uri(uri)
+    frame = raw_split(mrpc_dir, "validation", 100)
+    holdout = pd.DataFrame(
+        {"text": frame["sentence1"], "text_pair": frame["sentence2"], "label": frame["label"]}
+    )
+    expected = plain_probabilities(model, tokenizer, frame).argmax(axis=-1)
+    scores = score_model(model_uri, holdout, ["0", "1"])
+    assert scores["f1"] == pytest.approx(f1_score(frame["label"], expected), abs=1e-12)
