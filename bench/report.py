@@ -209,6 +209,22 @@ def prediction_speed(data: dict) -> list[str]:
         agreement = "" if equal is None else f"{equal}/{data['rows']}"
         speed = values["rows_per_second"]
         lines.append(f"| {name} | {speed:.1f} | {speed / plain:.0%} | {agreement} |")
+    lines += ["", f"Model: {data.get('model', 'packaged, seeded head')}."]
+    if data.get("parity"):
+        lines += [
+            "",
+            "ONNX exports against the full model in fp32 (bar: labels agree >= 99.5%, accuracy "
+            "at most 0.3 point lower):",
+            "",
+            "| export, split | labels agree | accuracy | points below the full model |",
+            "| --- | --- | --- | --- |",
+        ]
+        for name, values in data["parity"].items():
+            accuracy = next(v for k, v in values.items() if k.endswith("_accuracy"))
+            lines.append(
+                f"| {name} | {values['onnx_label_agreement']:.2%} | {accuracy:.4f} | "
+                f"{values['onnx_accuracy_drop'] * 100:.2f} |"
+            )
     return lines
 
 

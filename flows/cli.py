@@ -122,6 +122,12 @@ def _search(config: SearchConfig, args: argparse.Namespace) -> object:
     return search_flow(config, force=args.force)
 
 
+def _search_worker(config: SearchConfig, args: argparse.Namespace) -> object:
+    from flows.search_worker import search_worker
+
+    return search_worker(config)
+
+
 def _retrain(config: RetrainConfig, args: argparse.Namespace) -> object:
     from flows.retrain import retrain
 
@@ -142,6 +148,11 @@ FLOWS = {
         "Search hyperparameters with Optuna; every trial is a nested MLflow run.",
         SearchConfig,
         _search,
+    ),
+    "search-worker": FlowCommand(
+        "Run trials of a study that `finetrack search` opened (what its workers run).",
+        SearchConfig,
+        _search_worker,
     ),
     "retrain": FlowCommand(
         "Retrain on current data; promote the new model only if it beats the champion.",

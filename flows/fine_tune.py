@@ -19,7 +19,16 @@ from prefect.runtime import flow_run
 
 from flows.cli import BAD_INPUT, flow_main
 from flows.promotion import register_and_promote
-from tasks import data, evaluation, model, model_card, tokenization, tracking, train
+from tasks import (
+    data,
+    evaluation,
+    model,
+    model_card,
+    onnx_export,
+    tokenization,
+    tracking,
+    train,
+)
 from tasks.config import FineTuneConfig
 from tasks.registry import Holdout, PromotionPolicy
 from tasks.reporting import FineTuneResult
@@ -56,6 +65,7 @@ fine_tune_model = task(train.train, name="train", cache_policy=NONE)
 evaluate = task(evaluation.evaluate_model, name="evaluate", cache_policy=NONE)
 log_evaluation = task(tracking.log_evaluation, name="log-evaluation", cache_policy=NONE)
 log_model = task(tracking.log_classifier_model, name="log-model", cache_policy=NONE)
+log_onnx_export = task(onnx_export.log_checked_export, name="log-onnx-export", cache_policy=NONE)
 
 
 def _flow_run_name() -> str:
@@ -160,13 +170,27 @@ def fine_tune(
             tracking.log_metrics(
                 client, run_id, {"log_model_seconds": time.perf_counter() - started}
             )
+            holdout = Holdout(dataset.splits["validation"], dataset.label_names)
+            if config.onnx_export != "none":
+                outcome.onnx = log_onnx_export(
+                    client,
+                    run_id,
+                    result.trainer.model,
+                    tokenizer,
+                    input_example,
+                    card,
+                    config.max_length,
+                    config.onnx_export,
+                    outcome.model_uri,
+                    holdout,
+                )
             if config.registered_model_name:
                 outcome.decision = register_and_promote(
                     client,
                     outcome.model_uri,
                     run_id,
                     config.registered_model_name,
-                    Holdout(dataset.splits["validation"], dataset.label_names),
+                    holdout,
                     PromotionPolicy(metric=config.objective_metric),
                 )
         tracking.describe(client, run_id, outcome.description(dataset.summary()))

@@ -24,7 +24,9 @@ def predict(config: PredictConfig) -> dict:
     """Load the model, predict in batches, write the file, log the job."""
     logger = get_run_logger()
     client = tracking.connect(config.tracking_uri)
-    uri, version = prediction.model_uri(client, config.registered_model_name, config.model_version)
+    uri, version = prediction.model_uri(
+        client, config.registered_model_name, config.model_version, config.runtime
+    )
     frame = read_inputs(config.input_path, config.text_column, config.text_pair_column)
     output_path = config.output_path or config.input_path.with_suffix(".predictions.csv")
     tags = {"finetrack.flow": "predict"}

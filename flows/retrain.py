@@ -42,11 +42,14 @@ def challenger_params(config: RetrainConfig) -> dict:
         return best_known_params(config)
     if config.hyperparameters == "search":
         study = SearchConfig(
-            train=config.train,
+            train=config.train.with_settings(registered_model_name=config.registered_model_name),
             study_name=f"{config.study_name}-retrain",
             storage=config.storage,
             n_trials=config.search_trials,
             finalize=False,
+            # the champion's recipe and the study's best trials are tried first
+            warm_start_champion=True,
+            warm_start_study=config.study_name,
         )
         search_flow(study)
         return best_known_params(config.model_copy(update={"study_name": study.study_name}))

@@ -1,9 +1,10 @@
 """Search flow: an Optuna study over learning rate and epochs (and more), one task per trial.
 
-The recipe: open (or resume) the study, load and tokenize the data once, run trials until
-the study has `n_trials` finished ones (each a nested MLflow run, pruned when it falls
-behind), record the study, confirm the best configurations over seeds, and register the
-winner, which becomes `champion` only if it beats the current one on the same rows.
+The recipe: open (or resume) the study, load and tokenize the data once, queue what is
+already known (warm start), run trials until the study has `n_trials` finished ones (each a
+nested MLflow run, pruned when it falls behind), here or in `parallelism` worker flow runs
+on the work pool, record the study, confirm the best configurations over seeds, and register
+the winner, which becomes `champion` only if it beats the current one on the same rows.
 """
 
 from __future__ import annotations
@@ -17,14 +18,13 @@ from prefect.runtime import flow_run
 
 from flows.cli import flow_main
 from flows.confirmation import confirm_and_pick
-from flows.fine_tune import load_data, resolve_model, tokenize
+from flows.fan_out import run_workers
 from flows.promotion import register_and_promote
-from flows.trial import TrialInputs, objective_function, stop_when_enough
-from tasks import search, study_record, tokenization, tracking
+from flows.trial import open_search, run_trials
+from tasks import search, study_record, tracking, warm_start
 from tasks.config import SearchConfig
-from tasks.registry import Holdout, PromotionPolicy
+from tasks.registry import DEFAULT_MODEL_NAME, Holdout, PromotionPolicy
 
-DEFAULT_MODEL_NAME = "finetrack"
 log = logging.getLogger(__name__)
 
 
@@ -40,20 +40,15 @@ def search_flow(config: SearchConfig | None = None, force: bool = False) -> dict
     """Run (or resume) the study to `n_trials` finished trials, then pick and register."""
     config = config or SearchConfig()
     objective = config.train.objective_metric
-    client = tracking.connect(config.train.tracking_uri)
-    on_stale = study_record.close_stale_trial_run(client, config.train.experiment_name)
-    study = search.open_study(config, on_stale, force=force)
-    model_path = resolve_model(config.train.model_name_or_path)
-    dataset = load_data(config.train)
-    tokenizer = tokenization.load_tokenizer(model_path)
-    tokenized = tokenize(dataset, tokenizer, config.train.max_length, config.train.cache_dir)
+    study, dataset, shared = open_search(config, force)
+    client = shared.client
 
     tags = {study_record.STUDY_TAG: config.study_name, "finetrack.flow": "search"}
     with tracking.tracked_run(
         client, config.train.experiment_name, f"study-{config.study_name}", tags,
-        resume_run_id=study.user_attrs.get("mlflow_parent_run_id"),
+        resume_run_id=study.user_attrs.get(search.STUDY_RUN_ATTR),
     ) as parent_id:  # fmt: skip
-        study.set_user_attr("mlflow_parent_run_id", parent_id)
+        study.set_user_attr(search.STUDY_RUN_ATTR, parent_id)
         tracking.log_params(
             client,
             parent_id,
@@ -68,19 +63,11 @@ def search_flow(config: SearchConfig | None = None, force: bool = False) -> dict
                 "data_fingerprint": dataset.fingerprint,
             },
         )
-        shared = TrialInputs(
-            config, client, parent_id, model_path, tokenizer, tokenized, dataset.label_names
-        )
-        remaining = config.n_trials - search.finished_count(study)
-        log.info("study %s: %d trial(s) to run", config.study_name, max(remaining, 0))
-        if remaining > 0:
-            study.optimize(
-                objective_function(study, shared),
-                n_trials=remaining,
-                callbacks=[stop_when_enough(config.n_trials)],
-                catch=(Exception,),
-                gc_after_trial=True,
-            )
+        shared.parent_run_id = parent_id
+        warm_start.enqueue_known_configurations(config, study, client)
+        if config.parallelism > 1:
+            run_workers(config, study)  # then this run finishes what the workers left
+        run_trials(study, shared)
         rows = study_record.trial_rows(study)
         create_table_artifact(rows, key="search-trials", description=config.study_name)
         study_record.record_study(client, parent_id, study, rows)

@@ -3,6 +3,7 @@ report the objective after each epoch, stop when pruned, and tell Optuna how it 
 
 from __future__ import annotations
 
+import logging
 import shutil
 import sys
 from dataclasses import dataclass
@@ -11,11 +12,21 @@ import optuna
 from prefect import task
 from prefect.cache_policies import NONE
 from prefect.exceptions import TerminationSignal
+from prefect.runtime import flow_run
 
-from tasks import search, tracking
+from flows.fine_tune import load_data, resolve_model, tokenize
+from tasks import search, tokenization, tracking
 from tasks.config import SearchConfig
-from tasks.study_record import STATE_TAG, STUDY_TAG, TRIAL_TAG, trial_description
+from tasks.study_record import (
+    STATE_TAG,
+    STUDY_TAG,
+    TRIAL_TAG,
+    close_stale_trial_run,
+    trial_description,
+)
 from tasks.train import train
+
+log = logging.getLogger(__name__)
 
 
 class SurplusTrial(Exception):
@@ -36,45 +47,87 @@ class TrialInputs:
 
     config: SearchConfig
     client: object  # MlflowClient
-    parent_run_id: str
+    parent_run_id: str | None
     model_path: str
     tokenizer: object
     tokenized: object  # tasks.tokenization.Tokenized
     label_names: list[str]
 
 
+def open_search(config: SearchConfig, force: bool = False):
+    """What the search flow and its workers start from: the tracking client, the study
+    (created or resumed), the data set and the trials' shared inputs (no study run yet)."""
+    client = tracking.connect(config.train.tracking_uri)
+    study = search.open_study(config, on_lost_trial(client, config), force=force)
+    model_path = resolve_model(config.train.model_name_or_path)
+    dataset = load_data(config.train)
+    tokenizer = tokenization.load_tokenizer(model_path)
+    tokenized = tokenize(dataset, tokenizer, config.train.max_length, config.train.cache_dir)
+    shared = TrialInputs(
+        config, client, None, model_path, tokenizer, tokenized, dataset.label_names
+    )
+    return study, dataset, shared
+
+
 @task(name="trial", task_run_name="trial-{trial.number}", cache_policy=NONE)
 def run_trial(trial: optuna.Trial, shared: TrialInputs) -> TrialOutcome:
-    """Train one trial's configuration, logging to its own nested MLflow run."""
+    """Train one trial's configuration, logging to its own nested MLflow run.
+
+    Checkpoints are written every epoch and kept while the trial runs; a trial retried after
+    its worker was lost goes on from the last one, in the lost trial's MLflow run.
+    """
     config, client, number = shared.config, shared.client, trial.number
     params = search.suggest(trial, config)
-    output_dir = config.train.output_dir / f"{config.study_name}-trial-{number}"
+    output_dir = search.checkpoints_dir(config, trial)
     trial_config = search.trial_config(config.train, params, output_dir)
     objective = f"eval_{config.train.objective_metric}"
+    resume = search.resume_point(trial.study, trial, output_dir)
+    for step, value in (resume.reported if resume else {}).items():
+        trial.report(value, step)  # the epochs that need not be trained again
     tags = {STUDY_TAG: config.study_name, TRIAL_TAG: str(number)}
     with tracking.tracked_run(
-        client, trial_config.experiment_name, f"trial-{number}", tags, shared.parent_run_id
-    ) as run_id:
+        client, trial_config.experiment_name, f"trial-{number}", tags, shared.parent_run_id,
+        resume_run_id=resume.run_id if resume else None,
+    ) as run_id:  # fmt: skip
         trial.set_user_attr("mlflow_run_id", run_id)
-        tracking.log_params(client, run_id, {**trial_config.params(), "trial_number": number})
+        if flow_run.get_id():
+            trial.set_user_attr(search.FLOW_RUN, flow_run.get_id())
+        params_logged = {**trial_config.params(), "trial_number": number}
+        if resume:
+            client.set_tag(run_id, TRIAL_TAG, str(number))
+            trial.set_user_attr(search.RESUMED_FROM, resume.epoch)
+            tracking.log_metrics(client, run_id, {"resumed_from_epoch": resume.epoch})
+            log.info("trial %d resumes from epoch %d (%s)", number, resume.epoch, resume.checkpoint)
+            params_logged = {f"retry_{number}_of": trial.user_attrs[search.RETRY_OF]}
+        tracking.log_params(client, run_id, params_logged)
         pruning = search.PruningCallback(trial, config.train.objective_metric)
+        pruning.epochs_done = resume.epoch if resume else 0
         try:
             result = train(
                 trial_config, shared.model_path, shared.tokenizer, shared.tokenized.datasets,
                 shared.label_names, output_dir,
                 callbacks=[tracking.EpochMetricsLogger(client, run_id), pruning],
+                resumable=True, resume_from_checkpoint=resume.checkpoint if resume else None,
             )  # fmt: skip
-        except BaseException:
+        except Exception:
             client.set_tag(run_id, STATE_TAG, "FAIL")
+            shutil.rmtree(output_dir, ignore_errors=True)  # an error: nothing to resume
             raise
-        finally:
-            shutil.rmtree(output_dir, ignore_errors=True)  # checkpoints are never kept
+        except BaseException:  # stopped from outside: run again from the last checkpoint
+            client.set_tag(run_id, STATE_TAG, "FAIL")
+            search.enqueue_retry(trial.study, trial, config.trial_retries)
+            raise
+        shutil.rmtree(output_dir, ignore_errors=True)  # the trial's model is never kept
         values = {round(row["epoch"]): row[objective] for row in result.history if objective in row}
         state = "PRUNED" if pruning.pruned_at is not None else "COMPLETE"
         client.set_tag(run_id, STATE_TAG, state)
-        tracking.describe(
-            client, run_id, trial_description(number, params, state, objective, values)
-        )
+        description = trial_description(number, params, state, objective, values)
+        if resume:
+            description += (
+                f" Retry of trial {trial.user_attrs[search.RETRY_OF]}, whose worker was lost: "
+                f"resumed from epoch {resume.epoch}."
+            )
+        tracking.describe(client, run_id, description)
         best = max(values.values())
         metrics = {f"best_{objective}": best, "epochs_trained": pruning.epochs_done}
         tracking.log_metrics(client, run_id, metrics)
@@ -108,3 +161,31 @@ def stop_when_enough(n_trials: int):
             study.stop()
 
     return stop
+
+
+def on_lost_trial(client, config: SearchConfig):
+    """Optuna calls this for a trial whose worker went silent (see `search.make_storage`):
+    close its MLflow run and queue the trial to run again from its last checkpoint."""
+    close = close_stale_trial_run(client, config.train.experiment_name)
+
+    def handle(study: optuna.Study, trial) -> None:
+        close(study, trial)
+        search.enqueue_retry(study, trial, config.trial_retries)
+
+    return handle
+
+
+def run_trials(study: optuna.Study, shared: TrialInputs) -> None:
+    """Run trials in this process until the study has `n_trials` finished ones (retried
+    trials first: Optuna hands out queued trials before sampling new ones)."""
+    n_trials = shared.config.n_trials
+    remaining = n_trials - search.finished_count(study)
+    log.info("study %s: %d trial(s) to run", study.study_name, max(remaining, 0))
+    if remaining > 0:
+        study.optimize(
+            objective_function(study, shared),
+            n_trials=remaining,
+            callbacks=[stop_when_enough(n_trials)],
+            catch=(Exception,),
+            gc_after_trial=True,
+        )

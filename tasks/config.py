@@ -7,6 +7,7 @@ The same object is filled from a YAML file, command-line flags or Prefect parame
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -106,6 +107,11 @@ class FineTuneConfig(BaseModel):
         None, description="MLflow run name (default: the Prefect flow run's name)."
     )
     log_model: bool = Field(True, description="Log the fine-tuned model to MLflow.")
+    onnx_export: Literal["none", "fp32", "int8"] = Field(
+        "none",
+        description="Also log an ONNX Runtime export of the model (`model_onnx`, fp32 or "
+        "int8-quantised) with its label agreement and accuracy on validation as metrics.",
+    )
     registered_model_name: str | None = Field(
         None,
         description="Register the logged model under this name in the Model Registry and make "
@@ -135,6 +141,13 @@ class FineTuneConfig(BaseModel):
             raise ValueError("label_names needs two or more distinct names")
         return value
 
+    @field_validator("onnx_export")
+    @classmethod
+    def _onnx_installed(cls, value: str) -> str:
+        if value != "none":
+            require_onnx("onnx", "onnxscript", "onnxruntime")
+        return value
+
     @property
     def pair_column_is_default(self) -> bool:
         """True when the pair column was not chosen by the user (then it is optional)."""
@@ -148,6 +161,15 @@ class FineTuneConfig(BaseModel):
     def params(self) -> dict[str, str]:
         """Flat string form for MLflow params."""
         return {key: str(value) for key, value in self.model_dump().items()}
+
+
+def require_onnx(*modules: str) -> None:
+    """Refuse an ONNX setting up front when its optional packages are missing."""
+    missing = [name for name in modules if importlib.util.find_spec(name) is None]
+    if missing:
+        raise ValueError(
+            f"needs {', '.join(missing)}: pip install 'finetrack[onnx]' (or the packages)"
+        )
 
 
 def format_validation_error(error: ValidationError) -> str:
@@ -230,6 +252,34 @@ class SearchConfig(BaseModel):
     )
     grace_period: int = Field(
         120, ge=2, description="A RUNNING trial silent this long (crashed worker) is marked FAIL."
+    )
+    parallelism: int = Field(
+        1,
+        ge=1,
+        description="Worker flow runs (the `worker_deployment`) that run trials at the same "
+        "time on the work pool; 1: the trials run inside the search flow run.",
+    )
+    worker_deployment: str = Field(
+        "search-worker/trials", description="Deployment whose flow runs run the trials."
+    )
+    trial_retries: int = Field(
+        2,
+        ge=0,
+        description="Times a trial whose worker was lost (killed, stopped, silent) is run "
+        "again, from its last epoch checkpoint under train.output_dir (shared by all workers).",
+    )
+    warm_start_study: str | None = Field(
+        None,
+        description="An earlier study in the same storage: its best trials' hyperparameters "
+        "are tried first (with the champion's, see warm_start_champion).",
+    )
+    warm_start_trials: int = Field(
+        2, ge=0, description="How many of warm_start_study's best trials are tried first."
+    )
+    warm_start_champion: bool = Field(
+        False,
+        description="Try the registered champion's hyperparameters first "
+        "(train.registered_model_name, default 'finetrack').",
     )
     finalize: bool = Field(
         True,
@@ -365,8 +415,20 @@ class PredictConfig(BaseModel):
         "sentence2", description="Column with the second sentence ('none' for single texts)."
     )
     batch_size: int = Field(64, gt=0, description="Rows per prediction batch.")
+    runtime: Literal["torch", "onnx"] = Field(
+        "torch",
+        description="torch: the logged model; onnx: its ONNX Runtime export (fine-tune with "
+        "--onnx-export), refused if that export failed its parity check.",
+    )
     tracking_uri: str | None = Field(None, description="MLflow tracking URI.")
     experiment_name: str = Field("finetrack", description="MLflow experiment of the job.")
+
+    @field_validator("runtime")
+    @classmethod
+    def _runtime_installed(cls, value: str) -> str:
+        if value == "onnx":
+            require_onnx("onnxruntime")
+        return value
 
     _none_means_single = field_validator("text_pair_column", mode="before")(
         FineTuneConfig._none_means_single_sentence.__func__

@@ -20,8 +20,11 @@ class NoModelError(LookupError):
     """Raised when the registry has no model (or no champion) to predict with."""
 
 
-def model_uri(client: MlflowClient, name: str, version: str | None) -> tuple[str, str]:
-    """`models:/` URI and version of the requested version, or of the champion."""
+def model_uri(
+    client: MlflowClient, name: str, version: str | None, runtime: str = "torch"
+) -> tuple[str, str]:
+    """URI and version of the requested version, or of the champion; with `runtime="onnx"`
+    the URI of that version's ONNX export, if it passed its parity check."""
     try:
         found = (
             client.get_model_version(name, version)
@@ -34,7 +37,31 @@ def model_uri(client: MlflowClient, name: str, version: str | None) -> tuple[str
             f"registered model {name!r} has no {wanted} (or does not exist); "
             "train one with the fine-tune, search or retrain flow"
         ) from None
-    return f"models:/{name}/{found.version}", str(found.version)
+    if runtime == "onnx":
+        uri = onnx_export_uri(client, found.run_id, f"{name} v{found.version}")
+    else:
+        uri = f"models:/{name}/{found.version}"
+    return uri, str(found.version)
+
+
+def onnx_export_uri(client: MlflowClient, run_id: str, described: str) -> str:
+    """The ONNX export logged by the run that produced a model version; refused when there is
+    none or when its labels did not match the full model's (`tasks.onnx_export.passes`)."""
+    run = client.get_run(run_id)
+    tags, metrics = run.data.tags, run.data.metrics
+    uri = tags.get("finetrack.onnx.model_uri")
+    if uri is None:
+        raise NoModelError(
+            f"{described} has no ONNX export; fine-tune with --onnx-export int8 (or fp32)"
+        )
+    if tags.get("finetrack.onnx.fit_to_serve") != "true":
+        raise NoModelError(
+            f"{described}: its ONNX export failed the parity check (labels agree on "
+            f"{metrics.get('onnx_label_agreement', float('nan')):.2%} of validation rows, "
+            f"accuracy drop {metrics.get('onnx_accuracy_drop', float('nan')):.4f}); predict "
+            "with --runtime torch"
+        )
+    return uri
 
 
 def read_inputs(path: Path, text_column: str, pair_column: str | None) -> pd.DataFrame:

@@ -20,6 +20,7 @@ from tasks.evaluation import compute_metrics
 log = logging.getLogger(__name__)
 
 CHAMPION = "champion"
+DEFAULT_MODEL_NAME = "finetrack"  # where a search registers its winner unless told
 
 
 @dataclass(frozen=True)
@@ -83,12 +84,17 @@ def champion_version(client: MlflowClient, name: str) -> str | None:
 
 def score_model(model_uri: str, frame: pd.DataFrame, label_names: list[str]) -> dict[str, float]:
     """Accuracy and F1 of a logged model on a labelled frame (text, text_pair, label)."""
+    predicted = predict_labels(model_uri, frame, label_names)
+    return compute_metrics(predicted, frame["label"].to_numpy(), len(label_names))
+
+
+def predict_labels(model_uri: str, frame: pd.DataFrame, label_names: list[str]) -> np.ndarray:
+    """Label ids a logged model predicts for the frame's rows, in fp32 where it has a choice."""
     model = mlflow.pyfunc.load_model(model_uri)
     columns = [c for c in ("text", "text_pair") if c in frame.columns]
     output = model.predict(frame[columns], params=_fp32_if_supported(model))
     ids = {name: i for i, name in enumerate(label_names)}
-    predicted = np.array([ids[str(label)] for label in output["label"]])
-    return compute_metrics(predicted, frame["label"].to_numpy(), len(label_names))
+    return np.array([ids[str(label)] for label in output["label"]])
 
 
 def _fp32_if_supported(model) -> dict | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from tasks.onnx_export import OnnxExport
 from tasks.registry import Decision
 
 
@@ -24,6 +25,7 @@ class FineTuneResult:
     tokenize_cache_hit: bool
     model_uri: str | None = None
     decision: Decision | None = None
+    onnx: OnnxExport | None = None
     recipe: dict[str, object] = field(default_factory=dict)
 
     def markdown(self) -> str:
@@ -41,6 +43,7 @@ class FineTuneResult:
                 f"- tokenization: {timings['tokenize_seconds']:.2f} s "
                 f"(cache {'hit' if self.tokenize_cache_hit else 'miss'})",
                 f"- logged model: `{self.model_uri or 'not logged'}`",
+                *([f"- {self.onnx.describe()}"] if self.onnx else []),
                 *([f"- registry: {self.decision.describe()}"] if self.decision else []),
                 "",
                 metrics_table(self.metrics),
@@ -59,6 +62,7 @@ class FineTuneResult:
                 f"Recipe: {recipe}; bf16 {self.bf16}.",
                 "",
                 metrics_table(self.metrics),
+                *(["", self.onnx.describe()] if self.onnx else []),
                 *(["", self.decision.describe()] if self.decision else []),
             ]
         )

@@ -12,6 +12,7 @@ import logging
 import os
 import warnings
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
@@ -26,7 +27,13 @@ log = logging.getLogger(__name__)
 DEFAULT_STORAGE = "sqlite:///optuna.db"
 COUNTED = (TrialState.COMPLETE, TrialState.PRUNED)
 SPACE_ATTR = "finetrack_space"
+STUDY_RUN_ATTR = "mlflow_parent_run_id"  # the study's MLflow run, parent of every trial run
 OBJECTIVE_ATTR = "finetrack_objective"
+# user attributes of a trial run again after its worker was lost
+RETRY_OF = "finetrack_retry_of"  # the number of the lost trial
+ORIGIN = "finetrack_origin"  # the first trial of the chain: its checkpoints and MLflow run
+RESUMED_FROM = "finetrack_resumed_from_epoch"
+FLOW_RUN = "finetrack_flow_run"  # the Prefect flow run that ran the trial
 
 
 def resolve_storage(configured: str | None) -> str:
@@ -122,6 +129,74 @@ def suggest(trial: optuna.Trial, config: SearchConfig) -> dict[str, float | int]
 def trial_config(base: FineTuneConfig, params: dict, output_dir: Path) -> FineTuneConfig:
     """The shared training settings with one trial's hyperparameters put in (validated)."""
     return base.with_settings(**params, output_dir=output_dir, log_model=False)
+
+
+def origin(trial: optuna.Trial | FrozenTrial) -> int:
+    """The trial whose checkpoints folder and MLflow run a (retried) trial continues."""
+    return int(trial.user_attrs.get(ORIGIN, trial.number))
+
+
+def checkpoints_dir(config: SearchConfig, trial: optuna.Trial | FrozenTrial) -> Path:
+    """Where a trial keeps its epoch checkpoints until it ends: under train.output_dir, which
+    every worker of a study must see (shared storage) for a lost trial to resume."""
+    return config.train.output_dir / f"{config.study_name}-trial-{origin(trial)}"
+
+
+def enqueue_retry(study: optuna.Study, lost: optuna.Trial | FrozenTrial, retries: int) -> bool:
+    """Queue the lost trial's configuration to run again (first in line for the next worker),
+    unless its chain has been retried `retries` times already."""
+    first = origin(lost)
+    done = sum(
+        1
+        for t in study.get_trials(deepcopy=False)
+        if RETRY_OF in t.user_attrs and origin(t) == first
+    )
+    if done >= retries:
+        log.warning("trial %d lost; not retried (%d retries so far)", lost.number, done)
+        return False
+    study.enqueue_trial(
+        dict(lost.params), user_attrs={RETRY_OF: lost.number, ORIGIN: first}, skip_if_exists=False
+    )
+    log.warning("trial %d lost: queued to run again from its last checkpoint", lost.number)
+    return True
+
+
+@dataclass
+class ResumePoint:
+    """Where a retried trial picks up: the lost trial's MLflow run, its last epoch checkpoint
+    (None: start over), and the objective it had reported up to that epoch."""
+
+    run_id: str | None
+    checkpoint: str | None
+    epoch: int
+    reported: dict[int, float]
+
+
+def resume_point(study: optuna.Study, trial: optuna.Trial, folder: Path) -> ResumePoint | None:
+    """None for a fresh trial; for a retry, what the lost trial left behind."""
+    if RETRY_OF not in trial.user_attrs:
+        return None
+    lost = study.get_trials(deepcopy=False)[trial.user_attrs[RETRY_OF]]  # numbered from 0
+    checkpoint, epoch = last_complete_checkpoint(folder)
+    reported = {step: v for step, v in lost.intermediate_values.items() if step <= epoch}
+    return ResumePoint(lost.user_attrs.get("mlflow_run_id"), checkpoint, epoch, reported)
+
+
+def last_complete_checkpoint(folder: Path) -> tuple[str | None, int]:
+    """The newest `checkpoint-<step>` whose trainer state was written (the Trainer writes it
+    last: a worker lost while saving leaves a checkpoint without it) and its epoch."""
+    steps = sorted(
+        (int(path.name.split("-")[1]), path)
+        for path in folder.glob("checkpoint-*")
+        if path.name.split("-")[1].isdigit()
+    )
+    for _, path in reversed(steps):
+        try:
+            state = json.loads((path / "trainer_state.json").read_text())
+        except (OSError, ValueError):
+            continue
+        return str(path), round(state["epoch"])
+    return None, 0
 
 
 def claimed_before(study: optuna.Study, number: int) -> int:

@@ -252,50 +252,68 @@ def log_classifier_model(
 
     The pyfunc predicts in length-sorted batches, in bf16 where the hardware computes it
     natively: several times the rows/s of the transformers flavour's pipeline, which
-    predicts row by row in fp32. The LoggedModel is created in the run's own experiment
-    first: left to itself, MLflow's fluent `log_model(run_id=...)` files it under the
-    Default experiment (id 0) whenever no experiment is active, which a per-run-id logger
-    never sets. The signature is given, so MLflow does not run the model to infer it.
+    predicts row by row in fp32.
+    """
+    with tempfile.TemporaryDirectory() as folder:
+        weights = Path(folder) / "weights"
+        model.float().save_pretrained(weights, safe_serialization=True)
+        tokenizer.save_pretrained(weights)
+        return log_pyfunc_model(
+            client, run_id, "model", {"model": str(weights)}, example, card, max_length,
+            requirements=("torch", "transformers", "mlflow"),
+        )  # fmt: skip
+
+
+def log_pyfunc_model(
+    client: MlflowClient,
+    run_id: str,
+    name: str,
+    artifacts: dict[str, str],
+    example: dict[str, str],
+    card: str,
+    max_length: int,
+    requirements: tuple[str, ...],
+):
+    """One pyfunc model of `SERVING_CODE` with `artifacts`, tied to the run.
+
+    The LoggedModel is created in the run's own experiment first: left to itself, MLflow's
+    fluent `log_model(run_id=...)` files it under the Default experiment (id 0) whenever no
+    experiment is active, which a per-run-id logger never sets. The signature is given, so
+    MLflow does not run the model to infer it.
     """
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 
     run = client.get_run(run_id)
     logged = mlflow.initialize_logged_model(
-        name="model",
+        name=name,
         source_run_id=run_id,
         params=run.data.params,
         experiment_id=run.info.experiment_id,
     )
     signature = ModelSignature(
-        inputs=Schema([ColSpec("string", name) for name in example]),
+        inputs=Schema([ColSpec("string", column) for column in example]),
         outputs=Schema([ColSpec("string", "label"), ColSpec("double", "score")]),
         params=ParamSchema(
             [ParamSpec("precision", "string", "auto"), ParamSpec("batch_size", "long", 64)]
         ),
     )
-    requirements = [f"{name}=={version(name)}" for name in ("torch", "transformers", "mlflow")]
+    info = mlflow.pyfunc.log_model(
+        name=name,
+        python_model=str(SERVING_CODE),
+        artifacts=artifacts,
+        model_config={"max_length": max_length},
+        signature=signature,
+        input_example=pd.DataFrame([example]),
+        pip_requirements=[f"{package}=={version(package)}" for package in requirements],
+        model_id=logged.model_id,
+    )
+    # pyfunc's log_model takes no run id (it would use the thread's active run): the
+    # model is tied to its run here, as the Models column and `run.outputs` show
+    client.log_outputs(run_id, [LoggedModelOutput(logged.model_id, step=0)])
     with tempfile.TemporaryDirectory() as folder:
-        weights = Path(folder) / "weights"
-        model.float().save_pretrained(weights, safe_serialization=True)
-        tokenizer.save_pretrained(weights)
-        info = mlflow.pyfunc.log_model(
-            name="model",
-            python_model=str(SERVING_CODE),
-            artifacts={"model": str(weights)},
-            model_config={"max_length": max_length},
-            signature=signature,
-            input_example=pd.DataFrame([example]),
-            pip_requirements=requirements,
-            model_id=logged.model_id,
-        )
-        # pyfunc's log_model takes no run id (it would use the thread's active run): the
-        # model is tied to its run here, as the Models column and `run.outputs` show
-        client.log_outputs(run_id, [LoggedModelOutput(logged.model_id, step=0)])
-        card_folder = Path(folder) / "card"
-        card_folder.mkdir()
-        (card_folder / "README.md").write_text(card, encoding="utf-8")
-        client.log_model_artifacts(logged.model_id, str(card_folder))
+        (Path(folder) / "README.md").write_text(card, encoding="utf-8")
+        client.log_model_artifacts(logged.model_id, folder)
     return info
 
 

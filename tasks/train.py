@@ -47,8 +47,13 @@ def use_bf16(setting: str) -> bool:
     return cpu_has_native_bf16()
 
 
-def training_arguments(config: FineTuneConfig, output_dir: Path) -> TrainingArguments:
-    """The seed recipe in `TrainingArguments` form, with evaluation and saving per epoch."""
+def training_arguments(
+    config: FineTuneConfig, output_dir: Path, resumable: bool = False
+) -> TrainingArguments:
+    """The seed recipe in `TrainingArguments` form, with evaluation and saving per epoch.
+
+    `resumable` checkpoints keep the optimizer, scheduler and RNG states too (three times
+    the model's size), so that training can go on from them after a lost worker."""
     bf16 = use_bf16(config.bf16)
     return TrainingArguments(
         output_dir=str(output_dir),
@@ -67,7 +72,7 @@ def training_arguments(config: FineTuneConfig, output_dir: Path) -> TrainingArgu
         save_strategy="epoch",
         logging_strategy="epoch",
         save_total_limit=1,
-        save_only_model=True,
+        save_only_model=not resumable,
         load_best_model_at_end=True,
         metric_for_best_model=config.objective_metric,
         greater_is_better=True,  # both objectives (accuracy, F1) grow with quality
@@ -136,11 +141,14 @@ def train(
     label_names: list[str],
     output_dir: Path,
     callbacks: list[TrainerCallback] | None = None,
+    resumable: bool = False,
+    resume_from_checkpoint: str | None = None,
 ) -> TrainResult:
-    """Fine-tune on `train`, evaluate on `validation` each epoch, keep the best epoch."""
+    """Fine-tune on `train`, evaluate on `validation` each epoch, keep the best epoch;
+    continue from `resume_from_checkpoint` (written with `resumable`) when given."""
     set_seed(config.seed)
     model = load_model(model_path, label_names)
-    args = training_arguments(config, output_dir)
+    args = training_arguments(config, output_dir, resumable)
     columns = ["input_ids", "attention_mask", "token_type_ids", "label"]
     train_set, eval_set = (
         datasets[split].select_columns([c for c in columns if c in datasets[split].column_names])
@@ -169,7 +177,7 @@ def train(
         args.bf16,
     )
     start = time.perf_counter()
-    output = trainer.train()
+    output = trainer.train(resume_from_checkpoint=resume_from_checkpoint)
     seconds = time.perf_counter() - start
     return TrainResult(
         trainer=trainer,

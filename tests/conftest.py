@@ -196,14 +196,18 @@ def wait_until_healthy(url: str, process: subprocess.Popen, log: Path, what: str
 
 
 @contextlib.contextmanager
-def mlflow_server(backend_uri: str):
-    """`mlflow server` on a free 127.0.0.1 port over `backend_uri`; yields its URL."""
+def mlflow_server(backend_uri: str, artifacts: Path | None = None):
+    """`mlflow server` on a free 127.0.0.1 port over `backend_uri` (artifacts proxied to the
+    `artifacts` folder, default a temporary one); yields its URL."""
     port = free_port()
-    log = Path(tempfile.mkdtemp()) / "mlflow-server.log"
+    folder = Path(tempfile.mkdtemp())
+    log = folder / "mlflow-server.log"
+    destination = artifacts or folder / "artifacts"
     with log.open("w") as stream:
         server = subprocess.Popen(
             [str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1",
-             "--port", str(port), "--workers", "1", "--backend-store-uri", backend_uri],
+             "--port", str(port), "--workers", "1", "--backend-store-uri", backend_uri,
+             "--artifacts-destination", str(destination)],
             stdout=stream, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
     url = f"http://127.0.0.1:{port}"

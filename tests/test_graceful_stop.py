@@ -45,9 +45,11 @@ def test_sigterm_marks_the_run_killed(mrpc_dir, tmp_path):
 
 def test_sigterm_during_a_search_leaves_the_study_consistent(mrpc_dir, tmp_path):
     """The trial in progress ends FAIL in Optuna, its run and the study run end KILLED, and a
-    rerun finishes the study."""
+    rerun finishes the study, running the stopped trial again in its MLflow run."""
     from optuna.trial import TrialState
     from test_search_flow import running_trial_with_a_run, search_command, trial_runs, trials_in
+
+    from tasks.search import RETRY_OF
 
     storage = f"sqlite:///{tmp_path}/optuna.db"
     command = search_command(mrpc_dir, tmp_path, "--n-trials", "2", "--finalize", "false")
@@ -83,4 +85,10 @@ def test_sigterm_during_a_search_leaves_the_study_consistent(mrpc_dir, tmp_path)
 
     rerun = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
-    assert len(trials_in(storage, (TrialState.COMPLETE, TrialState.PRUNED))) == 2
+    finished = trials_in(storage, (TrialState.COMPLETE, TrialState.PRUNED))
+    assert len(finished) == 2, rerun.stderr[-5000:]
+    # the stopped trial was queued again and finished in its own MLflow run
+    (retry,) = [t for t in trials_in(storage, None) if RETRY_OF in t.user_attrs]
+    assert retry.user_attrs[RETRY_OF] == interrupted.number
+    assert retry.params == interrupted.params
+    assert client.get_run(trial_run.info.run_id).info.status == "FINISHED"

@@ -267,9 +267,25 @@ def running_trial_with_a_run(storage: str, tmp_path) -> bool:
     return bool(running) and bool(trial_runs(tmp_path, running[0].number))
 
 
-def test_killed_study_resumes_without_rerunning(mrpc_dir, tmp_path):
+def epoch_checkpoint_of_running_trial(storage: str, tmp_path) -> bool:
+    """A trial runs, its first epoch is in MLflow and its epoch-1 checkpoint is on disk."""
+    running = trials_in(storage, (TrialState.RUNNING,))
+    runs = trial_runs(tmp_path, running[0].number) if running else []
+    if not runs:
+        return False
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    logged = client.get_metric_history(runs[0].info.run_id, "eval_f1")
+    folder = tmp_path / "outputs" / f"shared-trial-{running[0].number}"
+    return bool(logged) and any(folder.glob("checkpoint-*/trainer_state.json"))
+
+
+def test_killed_trial_resumes_from_its_epoch_checkpoint(mrpc_dir, tmp_path):
+    """SIGKILL in epoch 2 of a trial: the rerun finds it stale, runs it again from the epoch-1
+    checkpoint in the same MLflow run (every epoch once), and keeps the finished trials."""
     storage = f"sqlite:///{tmp_path}/optuna.db"
-    command = search_command(mrpc_dir, tmp_path, "--n-trials", "3", "--finalize", "false")
+    command = search_command(
+        mrpc_dir, tmp_path, "--n-trials", "3", "--finalize", "false", "--num-epochs-range", "2,2"
+    )
     worker = subprocess.Popen(
         command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
     )
@@ -277,10 +293,10 @@ def test_killed_study_resumes_without_rerunning(mrpc_dir, tmp_path):
         wait_for(
             lambda: (
                 trials_in(storage, (TrialState.COMPLETE,))
-                and running_trial_with_a_run(storage, tmp_path)
+                and epoch_checkpoint_of_running_trial(storage, tmp_path)
             ),
             300,
-            "a completed trial and a running one with its MLflow run",
+            "a completed trial and a running one past its first epoch",
         )
     finally:  # the whole process group: the worker and its temporary Prefect server
         os.killpg(worker.pid, signal.SIGKILL)
@@ -296,14 +312,24 @@ def test_killed_study_resumes_without_rerunning(mrpc_dir, tmp_path):
     after = {t.number: t for t in study.trials}
     assert all(after[n].datetime_start == start for n, start in before.items())
     assert after[killed.number].state == TrialState.FAIL
+    (retry,) = [t for t in study.trials if t.user_attrs.get(search.RETRY_OF) == killed.number]
+    assert retry.state == TrialState.COMPLETE and retry.params == killed.params
+    assert retry.user_attrs[search.RESUMED_FROM] == 1
+    assert retry.intermediate_values[1] == killed.intermediate_values[1]  # not trained again
     assert len(study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))) == 3
     client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
     experiment = client.get_experiment_by_name("search-test")
     runs = client.search_runs([experiment.experiment_id])
     assert not [r for r in runs if r.info.status == "RUNNING"]
-    (killed_run,) = trial_runs(tmp_path, killed.number)
-    assert killed_run.info.status == "FAILED"
-    assert killed_run.data.tags["finetrack.trial_state"] == "FAIL"
+    assert len(runs) == 3 + 1  # one run per trial configuration and the study run
+    (resumed_run,) = trial_runs(tmp_path, retry.number)
+    assert resumed_run.info.run_id == killed.user_attrs["mlflow_run_id"]
+    assert resumed_run.info.status == "FINISHED"
+    assert resumed_run.data.tags["finetrack.trial_state"] == "COMPLETE"
+    history = client.get_metric_history(resumed_run.info.run_id, "eval_f1")
+    assert [m.step for m in history] == [1, 2]
+    assert history[1].value == pytest.approx(retry.intermediate_values[2], abs=1e-9)
+    assert not list((tmp_path / "outputs").glob("shared-trial-*"))  # checkpoints removed
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

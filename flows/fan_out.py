@@ -1,0 +1,64 @@
+"""Fan-out of a search's trials over the work pool: N worker flow runs, waited for.
+
+Each worker is a flow run of the `search-worker` deployment, submitted with
+`run_deployment` (the work pool's concurrency limit caps how many run at once). A worker
+can be lost with its machine: its flow run then stays RUNNING in Prefect while its trial's
+heartbeat stops. Such a trial is failed as stale and queued again (`flows.trial.
+on_lost_trial`); its worker's flow run is then marked Crashed, so the wait ends, and the
+search flow itself runs whatever the workers left.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import optuna
+from prefect.client.orchestration import get_client
+from prefect.deployments import run_deployment
+from prefect.states import Crashed
+
+from tasks import search
+from tasks.config import SearchConfig
+
+log = logging.getLogger(__name__)
+POLL_SECONDS = 5
+
+
+def run_workers(config: SearchConfig, study: optuna.Study) -> None:
+    """Submit `config.parallelism` worker flow runs and wait until each has ended."""
+    parameters = {"config": config.model_dump(mode="json", exclude_unset=True)}
+    ids = [
+        run_deployment(
+            config.worker_deployment,
+            parameters=parameters,
+            timeout=0,  # submit, do not wait here
+            flow_run_name=f"search-worker-{config.study_name}-{index}",
+        ).id
+        for index in range(config.parallelism)
+    ]
+    log.info("%d worker flow runs of %s submitted", len(ids), config.worker_deployment)
+    with get_client(sync_client=True) as client:
+        while True:
+            runs = [client.read_flow_run(flow_run_id) for flow_run_id in ids]
+            optuna.storages.fail_stale_trials(study)  # a lost worker's trial is queued again
+            for run in lost_workers(study, runs):
+                log.warning("worker flow run %s was lost with its trial", run.name)
+                message = "lost: its trial went silent and was queued to run again"
+                client.set_flow_run_state(run.id, Crashed(message=message), force=True)
+            if all(run.state and run.state.is_final() for run in runs):
+                break
+            time.sleep(POLL_SECONDS)
+    log.info("worker flow runs ended: %s", ", ".join(run.state.name for run in runs))
+
+
+def lost_workers(study: optuna.Study, runs: list) -> list:
+    """Flow runs still RUNNING in Prefect whose trial was found dead and queued again."""
+    retried = {t.user_attrs[search.RETRY_OF] for t in study.get_trials(deepcopy=False)
+               if search.RETRY_OF in t.user_attrs}  # fmt: skip
+    dead = {
+        t.user_attrs.get(search.FLOW_RUN)
+        for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,))
+        if t.number in retried
+    }
+    return [run for run in runs if run.state and run.state.is_running() and str(run.id) in dead]

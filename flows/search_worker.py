@@ -1,0 +1,49 @@
+"""Search worker flow: runs trials of a study that the search flow opened.
+
+The search flow with `parallelism` N submits N flow runs of this flow's deployment
+(`search-worker/trials` in deployment.yaml) to the work pool; each runs trials of the same
+study (its storage hands out the trials, so none runs twice) as nested runs of the
+same MLflow study run, until the study has its `n_trials`. Several machines: point their
+workers at the same Prefect server, and give the study a storage, an MLflow tracking URI
+and a train.output_dir (the trials' checkpoints) that every machine reaches.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from prefect import flow
+from prefect.runtime import flow_run
+
+from flows.cli import flow_main
+from flows.trial import open_search, run_trials
+from tasks import search
+from tasks.config import ConfigError, SearchConfig
+
+
+def _flow_run_name() -> str:
+    config = flow_run.parameters.get("config") or {}
+    if isinstance(config, SearchConfig):
+        config = config.model_dump()
+    return f"search-worker-{config.get('study_name', 'finetrack-search')}"
+
+
+@flow(name="search-worker", flow_run_name=_flow_run_name)
+def search_worker(config: SearchConfig) -> dict:
+    """Run trials of `config.study_name` until the study has its trials."""
+    study, _, shared = open_search(config)
+    shared.parent_run_id = study.user_attrs.get(search.STUDY_RUN_ATTR)
+    if shared.parent_run_id is None:
+        raise ConfigError(
+            f"study {config.study_name!r} has no study run: start it with the search flow "
+            "(its --parallelism submits the workers)"
+        )
+    run_trials(study, shared)
+    return {"study_name": config.study_name, "finished": search.finished_count(study)}
+
+
+main = flow_main("search-worker")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

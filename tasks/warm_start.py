@@ -1,0 +1,110 @@
+"""Warm start of a study: what is already known is tried before anything new.
+
+The registered champion's hyperparameters and the best trials of a named earlier study are
+queued as the first trials (Optuna's `enqueue_trial`), so a short search never ends worse
+than the current recipe for lack of trying it. Queued once per study: a resumed study does
+not queue them again.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import optuna
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+from tasks import search
+from tasks.config import SearchConfig
+from tasks.registry import CHAMPION, DEFAULT_MODEL_NAME
+
+log = logging.getLogger(__name__)
+QUEUED_ATTR = "finetrack_warm_start"  # study attribute: what was queued, from where
+SOURCE_ATTR = "finetrack_warm_start_source"  # trial attribute: where its params came from
+
+
+def space(config: SearchConfig) -> dict[str, optuna.distributions.BaseDistribution]:
+    """The study's distributions by parameter name (what `search.suggest` draws from)."""
+    lr, epochs = config.learning_rate_range, config.num_epochs_range
+    found = {
+        "learning_rate": FloatDistribution(lr.low, lr.high, log=lr.log),
+        "num_epochs": IntDistribution(epochs.low, epochs.high),
+    }
+    if config.batch_size_choices:
+        found["batch_size"] = CategoricalDistribution(config.batch_size_choices)
+    for name in ("warmup_ratio", "weight_decay"):
+        bounds = getattr(config, f"{name}_range")
+        if bounds is not None:
+            found[name] = FloatDistribution(bounds.low, bounds.high, log=bounds.log)
+    return found
+
+
+def champion_params(client: MlflowClient, name: str) -> dict[str, str] | None:
+    """The logged params of the run behind the champion version, or None without one."""
+    try:
+        version = client.get_model_version_by_alias(name, CHAMPION)
+    except MlflowException:
+        return None
+    return client.get_run(version.run_id).data.params
+
+
+def best_trials_params(config: SearchConfig, study_name: str, k: int) -> list[dict]:
+    """Params of the K best completed trials of another study in the same storage."""
+    try:
+        earlier = optuna.load_study(
+            study_name=study_name, storage=search.resolve_storage(config.storage)
+        )
+    except KeyError:
+        log.warning("warm start: no study %r in the storage", study_name)
+        return []
+    return [dict(trial.params) for trial in search.top_configurations(earlier, k)]
+
+
+def fit_to_space(config: SearchConfig, params: dict) -> dict | None:
+    """The params typed for this study's space; None when a value lies outside it."""
+    fitted = {}
+    for name, distribution in space(config).items():
+        if name not in params:
+            return None
+        value = params[name]
+        if isinstance(distribution, IntDistribution):
+            value = int(float(value))
+        elif isinstance(distribution, FloatDistribution):
+            value = float(value)
+        elif value not in distribution.choices:
+            value = int(value)
+        if not distribution._contains(distribution.to_internal_repr(value)):
+            return None
+        fitted[name] = value
+    return fitted
+
+
+def enqueue_known_configurations(
+    config: SearchConfig, study: optuna.Study, client: MlflowClient
+) -> list[dict]:
+    """Queue the champion's and the earlier study's best configurations (first time only)."""
+    if QUEUED_ATTR in study.user_attrs:
+        return []
+    candidates: list[tuple[str, dict]] = []
+    if config.warm_start_champion:
+        name = config.train.registered_model_name or DEFAULT_MODEL_NAME
+        found = champion_params(client, name)
+        if found is not None:
+            candidates.append((f"champion of {name}", found))
+    if config.warm_start_study:
+        for rank, params in enumerate(
+            best_trials_params(config, config.warm_start_study, config.warm_start_trials)
+        ):
+            candidates.append((f"{config.warm_start_study} best #{rank + 1}", params))
+    queued = []
+    for source, params in candidates:
+        fitted = fit_to_space(config, params)
+        if fitted is None:
+            log.warning("warm start: %s (%s) lies outside the search space", source, params)
+        elif fitted not in [q["params"] for q in queued]:
+            study.enqueue_trial(fitted, user_attrs={SOURCE_ATTR: source})
+            queued.append({"source": source, "params": fitted})
+            log.info("warm start: %s queued first: %s", source, fitted)
+    study.set_user_attr(QUEUED_ATTR, queued)
+    return queued

@@ -1,0 +1,221 @@
+"""A small cluster on this machine: a Prefect server, process workers started from their own
+working folders (each a copy of the project, as on separate machines), a PostgreSQL study
+storage and an `mlflow server` with its own artifact root.
+
+`prefect deployment run 'search/mrpc'` with `parallelism` 2 fans the trials out to two
+`search-worker` flow runs; the worker running a trial is killed (SIGKILL, the whole process
+group, as when a machine is lost) after that trial's first epoch checkpoint, then restarted.
+The study still ends with exactly `n_trials` finished trials, the lost one resumed from its
+checkpoint in its own MLflow run, one registered winner, and no run left RUNNING.
+"""
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from conftest import ROOT, mlflow_server
+from mlflow.tracking import MlflowClient
+from optuna.trial import TrialState
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
+from prefect.settings import PREFECT_API_URL, temporary_settings
+
+from tasks import search
+
+pytestmark = pytest.mark.slow
+
+PREFECT = str(Path(sys.executable).parent / "prefect")
+N_TRIALS = 4
+
+
+def project_copy(folder: Path) -> Path:
+    """The project's code in another folder (another machine's checkout)."""
+    ignore = shutil.ignore_patterns(
+        ".venv", ".git", "mlruns", "outputs", ".cache", "*.db", "__pycache__", "*.egg-info"
+    )
+    shutil.copytree(ROOT, folder, ignore=ignore)
+    return folder
+
+
+class Worker:
+    """`prefect worker start` from its own checkout, one flow run at a time."""
+
+    def __init__(self, name: str, home: Path, env: dict, logs: Path):
+        self.name, self.home, self.env, self.log = name, home, env, logs / f"{name}.log"
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        with self.log.open("a") as stream:
+            self.process = subprocess.Popen(
+                [PREFECT, "worker", "start", "--pool", "local", "--name", self.name,
+                 "--limit", "1"],
+                cwd=self.home, env=self.env | {"FINETRACK_HOME": str(self.home)},
+                stdout=stream, stderr=subprocess.STDOUT, start_new_session=True,
+            )  # fmt: skip
+
+    def kill(self) -> None:
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait()
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGINT)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+def flow_run_processes(flow_run_id: str) -> list[int]:
+    """Processes of this machine that run the given Prefect flow run."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            environ = (entry / "environ").read_bytes().split(b"\0")
+        except (OSError, ValueError):
+            continue
+        if f"PREFECT__FLOW_RUN_ID={flow_run_id}".encode() in environ:
+            found.append(int(entry.name))
+    return found
+
+
+def flow_runs(api_url: str, prefix: str) -> list:
+    with temporary_settings({PREFECT_API_URL: api_url}), get_client(sync_client=True) as api:
+        runs = api.read_flow_runs(
+            flow_run_filter=FlowRunFilter(name=FlowRunFilterName(like_=prefix))
+        )
+    return sorted(runs, key=lambda run: run.name)
+
+
+@pytest.fixture
+def cluster(prefect_server, postgres_url, tmp_path):
+    env = prefect_server.env | {"PREFECT_WORKER_QUERY_SECONDS": "2"}
+    finetrack = str(Path(sys.executable).parent / "finetrack")
+    result = subprocess.run(
+        [finetrack, "deploy"], cwd=tmp_path, env=env | {"FINETRACK_HOME": str(ROOT)},
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    (tmp_path / "logs").mkdir()
+    workers = [
+        Worker(name, project_copy(tmp_path / name), env, tmp_path / "logs")
+        for name in ("machine-a", "machine-b", "machine-c")
+    ]
+    for worker in workers:
+        worker.start()
+    with mlflow_server(f"sqlite:///{tmp_path}/mlflow.db", tmp_path / "artifacts") as url:
+        yield env, workers, url, postgres_url
+    for worker in workers:
+        worker.stop()
+
+
+def test_search_fans_out_and_survives_a_lost_worker(cluster, mrpc_dir, tmp_path):
+    env, workers, tracking_uri, storage = cluster
+    config = {
+        "study_name": "cluster",
+        "storage": storage,
+        "n_trials": N_TRIALS,
+        "num_epochs_range": {"low": 2, "high": 2},
+        "pruner": "none",
+        "parallelism": 2,
+        "heartbeat_interval": 1,
+        "grace_period": 4,
+        "confirm_top_k": 1,
+        "confirm_seeds": 1,
+        "train": {
+            "data_dir": str(mrpc_dir),
+            "max_train_samples": 64,
+            "max_eval_samples": 20,
+            "eval_batch_size": 16,
+            "tracking_uri": tracking_uri,
+            "experiment_name": "cluster",
+            "output_dir": str(tmp_path / "shared-checkpoints"),
+            "cache_dir": str(tmp_path / "shared-cache"),
+            "registered_model_name": "cluster-model",
+        },
+    }
+    search_run = subprocess.Popen(
+        [PREFECT, "deployment", "run", "search/mrpc", "--params", json.dumps({"config": config}),
+         "--watch", "--watch-timeout", "1200"],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+
+    # wait for a trial past its first epoch (checkpoint written), then lose its machine
+    deadline = time.monotonic() + 600
+    victim = None
+    while victim is None:
+        assert time.monotonic() < deadline and search_run.poll() is None, "no trial got going"
+        time.sleep(1)
+        try:
+            study = optuna.load_study(study_name="cluster", storage=storage)
+        except KeyError:
+            continue
+        for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            folder = tmp_path / "shared-checkpoints" / f"cluster-trial-{trial.number}"
+            if 1 in trial.intermediate_values and any(
+                folder.glob("checkpoint-*/trainer_state.json")
+            ):
+                victim = trial
+                break
+    flow_run_id = victim.user_attrs[search.FLOW_RUN]
+    processes = flow_run_processes(flow_run_id)
+    assert processes, "the trial's flow run process was not found"
+    (machine,) = [w for w in workers if flow_run_id in w.log.read_text()]
+    machine.kill()
+    for pid in processes:  # the flow run too, should it run in a session of its own
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    time.sleep(1)
+    assert not [pid for pid in processes if Path(f"/proc/{pid}").exists()]
+    machine.start()  # the machine comes back
+
+    output, _ = search_run.communicate(timeout=1500)
+    assert search_run.returncode == 0 and "Completed" in output, output[-3000:]
+
+    # the study: exactly n_trials finished, the lost one resumed from its epoch checkpoint
+    study = optuna.load_study(study_name="cluster", storage=storage)
+    finished = study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))
+    assert len(finished) == N_TRIALS
+    lost = study.trials[victim.number]
+    assert lost.state == TrialState.FAIL
+    (retry,) = [t for t in study.trials if t.user_attrs.get(search.RETRY_OF) == victim.number]
+    assert retry.state == TrialState.COMPLETE
+    assert retry.user_attrs[search.RESUMED_FROM] == 1
+    assert retry.params == lost.params
+
+    # Prefect: two worker flow runs on different machines that overlapped in time; the lost
+    # one marked Crashed by the search, the search itself Completed
+    runs = flow_runs(env["PREFECT_API_URL"], "search-worker-cluster-")
+    assert len(runs) == 2
+    first, second = runs
+    assert first.start_time < second.end_time and second.start_time < first.end_time
+    by_state = {run.state.type.value: run for run in runs}
+    assert set(by_state) == {"CRASHED", "COMPLETED"}
+    assert str(by_state["CRASHED"].id) == flow_run_id
+    machines = {w.name for run in runs for w in workers if str(run.id) in w.log.read_text()}
+    assert len(machines) == 2
+
+    # MLflow: the study run, one run per trial configuration (the retry reuses the lost
+    # trial's), every epoch logged once, one confirmation run; nothing left RUNNING
+    client = MlflowClient(tracking_uri)
+    experiment = client.get_experiment_by_name("cluster")
+    all_runs = client.search_runs([experiment.experiment_id])
+    assert not [r.info.run_name for r in all_runs if r.info.status != "FINISHED"]
+    trial_runs = [r for r in all_runs if "finetrack.trial_number" in r.data.tags]
+    assert len(trial_runs) == N_TRIALS
+    (resumed,) = [r for r in trial_runs if r.info.run_id == lost.user_attrs["mlflow_run_id"]]
+    assert [m.step for m in client.get_metric_history(resumed.info.run_id, "eval_f1")] == [1, 2]
+    parent = study.user_attrs[search.STUDY_RUN_ATTR]
+    assert {r.data.tags.get("mlflow.parentRunId") for r in trial_runs} == {parent}
+    assert len([r for r in all_runs if r.info.run_name.startswith("confirm-")]) == 1
+    versions = client.search_model_versions("name='cluster-model'")
+    assert len(versions) == 1
+    assert client.get_model_version_by_alias("cluster-model", "champion").version == "1"

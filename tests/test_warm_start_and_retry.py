@@ -1,0 +1,142 @@
+"""Known configurations are queued first (warm start); a lost trial is queued again, a
+bounded number of times, with what it needs to resume."""
+
+import optuna
+import pytest
+from mlflow.tracking import MlflowClient
+from optuna.distributions import FloatDistribution, IntDistribution
+from optuna.trial import TrialState, create_trial
+
+from tasks import search, tracking, warm_start
+from tasks.config import FineTuneConfig, SearchConfig
+
+
+def config(tmp_path, **settings) -> SearchConfig:
+    train = FineTuneConfig(
+        tracking_uri=f"sqlite:///{tmp_path}/mlflow.db",
+        registered_model_name="wm",
+        output_dir=tmp_path / "outputs",
+    )
+    return SearchConfig(train=train, storage=f"sqlite:///{tmp_path}/optuna.db", **settings)
+
+
+def finished_study(tmp_path, name: str, values: dict[float, float]) -> None:
+    """An earlier study whose trials (learning rate -> value) are complete."""
+    study = optuna.create_study(
+        study_name=name, storage=f"sqlite:///{tmp_path}/optuna.db", direction="maximize"
+    )
+    distributions = {
+        "learning_rate": FloatDistribution(1e-5, 1e-4, log=True),
+        "num_epochs": IntDistribution(1, 5),
+    }
+    for lr, value in values.items():
+        params = {"learning_rate": lr, "num_epochs": 2}
+        study.add_trial(create_trial(params=params, distributions=distributions, value=value))
+
+
+def champion(tmp_path, params: dict[str, str]) -> None:
+    """A registered champion whose run logged `params` (as a fine-tune run does)."""
+    client = tracking.connect(f"sqlite:///{tmp_path}/mlflow.db")
+    with tracking.tracked_run(client, "wm") as run_id:
+        tracking.log_params(client, run_id, params)
+    client.create_registered_model("wm")
+    version = client.create_model_version("wm", f"runs:/{run_id}/model", run_id)
+    client.set_registered_model_alias("wm", "champion", version.version)
+
+
+def test_champion_and_best_earlier_trials_are_queued_first(tmp_path):
+    finished_study(tmp_path, "earlier", {2e-5: 0.80, 3e-5: 0.85, 4e-5: 0.82})
+    champion(tmp_path, {"learning_rate": "5e-05", "num_epochs": "3", "batch_size": "8"})
+    settings = config(
+        tmp_path, study_name="new", warm_start_champion=True, warm_start_study="earlier"
+    )
+    study = search.open_study(settings, None)
+    client = MlflowClient(settings.train.tracking_uri)
+    queued = warm_start.enqueue_known_configurations(settings, study, client)
+
+    assert [q["params"] for q in queued] == [
+        {"learning_rate": 5e-5, "num_epochs": 3},
+        {"learning_rate": 3e-5, "num_epochs": 2},
+        {"learning_rate": 4e-5, "num_epochs": 2},
+    ]
+    waiting = study.get_trials(states=(TrialState.WAITING,))
+    assert [t.system_attrs["fixed_params"] for t in waiting] == [q["params"] for q in queued]
+    assert waiting[0].user_attrs[warm_start.SOURCE_ATTR] == "champion of wm"
+    # the first trials run exactly these configurations
+    drawn = []
+    study.optimize(lambda t: drawn.append(search.suggest(t, settings)) or 0.5, n_trials=3)
+    assert drawn == [q["params"] for q in queued]
+    # resumed, the study queues nothing again
+    assert warm_start.enqueue_known_configurations(settings, study, client) == []
+
+
+def test_configurations_outside_the_space_are_skipped(tmp_path):
+    champion(tmp_path, {"learning_rate": "0.5", "num_epochs": "3"})
+    settings = config(tmp_path, study_name="new", warm_start_champion=True)
+    study = search.open_study(settings, None)
+    client = MlflowClient(settings.train.tracking_uri)
+    assert warm_start.enqueue_known_configurations(settings, study, client) == []
+    assert not study.get_trials(states=(TrialState.WAITING,))
+
+
+def test_no_champion_and_no_earlier_study_queue_nothing(tmp_path):
+    settings = config(tmp_path, study_name="new", warm_start_champion=True, warm_start_study="x")
+    study = search.open_study(settings, None)
+    client = tracking.connect(settings.train.tracking_uri)
+    assert warm_start.enqueue_known_configurations(settings, study, client) == []
+
+
+def lose(study: optuna.Study, settings: SearchConfig) -> optuna.Trial:
+    """Start a trial (the next queued one, if any) and leave it RUNNING, as a dead worker."""
+    trial = study.ask()
+    search.suggest(trial, settings)
+    trial.report(0.7, 1)
+    return trial
+
+
+def test_a_lost_trial_is_retried_a_bounded_number_of_times(tmp_path):
+    settings = config(tmp_path, study_name="lost", trial_retries=2)
+    study = search.open_study(settings, None)
+    first = lose(study, settings)
+    study.tell(first, state=TrialState.FAIL)
+    assert search.enqueue_retry(study, first, settings.trial_retries)
+
+    second = lose(study, settings)  # the queued retry, lost again
+    assert second.params == first.params
+    assert second.user_attrs[search.RETRY_OF] == first.number
+    assert search.origin(second) == first.number
+    assert search.checkpoints_dir(settings, second) == search.checkpoints_dir(settings, first)
+    study.tell(second, state=TrialState.FAIL)
+    assert search.enqueue_retry(study, second, settings.trial_retries)
+
+    third = lose(study, settings)
+    assert third.user_attrs[search.RETRY_OF] == second.number
+    assert search.origin(third) == first.number
+    study.tell(third, state=TrialState.FAIL)
+    assert not search.enqueue_retry(study, third, settings.trial_retries)  # two retries done
+    assert not study.get_trials(states=(TrialState.WAITING,))
+
+
+def test_resume_point_of_a_retry(tmp_path):
+    settings = config(tmp_path, study_name="resume")
+    study = search.open_study(settings, None)
+    lost = lose(study, settings)
+    lost.set_user_attr("mlflow_run_id", "abc")
+    lost.report(0.8, 2)
+    study.tell(lost, state=TrialState.FAIL)
+    search.enqueue_retry(study, lost, 1)
+    retry = study.ask()
+    folder = search.checkpoints_dir(settings, retry)
+    assert search.resume_point(study, lost, folder) is None  # a first attempt
+    nothing_saved = search.resume_point(study, retry, folder)
+    assert (nothing_saved.run_id, nothing_saved.checkpoint, nothing_saved.epoch) == ("abc", None, 0)
+    assert nothing_saved.reported == {}
+
+    checkpoint = folder / "checkpoint-12"
+    checkpoint.mkdir(parents=True)
+    (checkpoint / "trainer_state.json").write_text('{"epoch": 1.0}')
+    point = search.resume_point(study, retry, folder)
+    assert point.checkpoint == str(checkpoint) and point.epoch == 1
+    assert point.reported == {1: pytest.approx(0.7)}  # epoch 2 was not saved: trained again
+    (folder / "checkpoint-24").mkdir()  # lost while saving: no trainer state yet
+    assert search.resume_point(study, retry, folder).checkpoint == str(checkpoint)
