@@ -3,7 +3,8 @@
 Both do the same work, back to back in one invocation with the same threads: the seed recipe
 on MRPC train, evaluated on validation after every epoch (the flow gets a folder holding only
 those two splits, so it predicts no test set), batches drawn at random in both (the flow's
-`--group-by-length` is pinned off so that the work is the same whatever its default).
+`--group-by-length` is pinned off so that the work is the same whatever its default), in
+bf16 autocast in both where the flow's default (`--bf16 auto`) turns it on.
 Each wall time is the whole process, from start to exit, model logging included; the
 flow's own timings say where its extra time went.
 
@@ -23,6 +24,7 @@ from bench import report
 from bench.common import RESULTS, run_flows, save
 from tasks.config import PACKAGED_MODEL
 from tasks.model import resolve_model
+from tasks.train import use_bf16
 
 FLOW_METRICS = (
     "train_seconds",
@@ -50,6 +52,7 @@ def main() -> None:
     parser.add_argument("--results", type=Path, default=RESULTS)
     args = parser.parse_args()
     slice_flags = ["--num-epochs", str(args.num_epochs)]
+    bf16 = use_bf16("auto")  # the flow's default here; the bare script does the same
     if args.max_train_samples:
         slice_flags += ["--max-train-samples", str(args.max_train_samples)]
     with tempfile.TemporaryDirectory() as folder:
@@ -60,7 +63,7 @@ def main() -> None:
             "bare": (
                 "bench.bare_trainer",
                 ["--data-dir", str(data), "--model", model, "--result", str(work / "bare.json"),
-                 *slice_flags],
+                 *slice_flags, *(["--bf16"] if bf16 else [])],
             ),
             "flow": (
                 "flows.fine_tune",
@@ -80,7 +83,11 @@ def main() -> None:
         "bare": {"wall_seconds": seconds["bare"], **bare},
         "flow": {"wall_seconds": seconds["flow"], **flow},
         "ratio": seconds["flow"] / seconds["bare"],
-        "settings": {"num_epochs": args.num_epochs, "max_train_samples": args.max_train_samples},
+        "settings": {
+            "num_epochs": args.num_epochs,
+            "max_train_samples": args.max_train_samples,
+            "bf16": bf16,
+        },
     }
     print("\n".join(report.overhead(results)))
     name = "overhead_smoke.json" if args.max_train_samples else "overhead.json"

@@ -32,7 +32,7 @@ from bench.common import save
 from tasks import onnx_export, tracking
 from tasks.config import PACKAGED_MODEL
 from tasks.model import load_model, resolve_model
-from tasks.onnx_export import export_onnx
+from tasks.onnx_export import ONNX_REQUIREMENTS, export_onnx
 from tasks.registry import Holdout
 from tasks.train import use_bf16
 
@@ -84,17 +84,20 @@ def weights(model_uri: str | None):
 def log_models(client, model, tokenizer, example: dict) -> dict[str, str]:
     """The full model and both ONNX exports, logged as the flow logs them."""
     uris = {}
+    package = tracking.ModelPackage(model, tokenizer, example, "# bench", 128)
     with tracking.tracked_run(client, "bench-prediction") as run_id:
-        uris["pyfunc"] = tracking.log_classifier_model(
-            client, run_id, model, tokenizer, example, "# bench", 128
-        ).model_uri
+        uris["pyfunc"] = tracking.log_classifier_model(client, run_id, package).model_uri
         for precision in ("fp32", "int8"):
             with tempfile.TemporaryDirectory() as folder:
                 exported = export_onnx(model, tokenizer, Path(folder), precision)
                 uris[f"onnx {precision}"] = tracking.log_pyfunc_model(
-                    client, run_id, f"onnx_{precision}", {"onnx": str(exported)}, example,
-                    "# bench", 128, requirements=("onnxruntime", "transformers", "mlflow"),
-                ).model_uri  # fmt: skip
+                    client,
+                    run_id,
+                    f"onnx_{precision}",
+                    {"onnx": str(exported)},
+                    package,
+                    ONNX_REQUIREMENTS,
+                ).model_uri
     return uris
 
 

@@ -16,26 +16,35 @@ import time
 import optuna
 from prefect.client.orchestration import get_client
 from prefect.deployments import run_deployment
+from prefect.exceptions import ObjectNotFound
 from prefect.states import Crashed
 
 from tasks import search
-from tasks.config import SearchConfig
+from tasks.config import ConfigError, SearchConfig
 
 log = logging.getLogger(__name__)
 POLL_SECONDS = 5
 
 
+def check_deployment(config: SearchConfig) -> None:
+    """Refuse a fan-out up front (before any run is opened) when its deployment is missing."""
+    with get_client(sync_client=True) as client:
+        try:
+            client.read_deployment_by_name(config.worker_deployment)
+        except ObjectNotFound:
+            raise ConfigError(
+                f"parallelism {config.parallelism} needs the deployment "
+                f"{config.worker_deployment!r} on the Prefect server: run `finetrack deploy` "
+                "and start workers on the pool"
+            ) from None
+
+
 def run_workers(config: SearchConfig, study: optuna.Study) -> None:
     """Submit `config.parallelism` worker flow runs and wait until each has ended."""
     parameters = {"config": config.model_dump(mode="json", exclude_unset=True)}
-    ids = [
-        run_deployment(
-            config.worker_deployment,
-            parameters=parameters,
-            timeout=0,  # submit, do not wait here
-            flow_run_name=f"search-worker-{config.study_name}-{index}",
-        ).id
-        for index in range(config.parallelism)
+    ids = [  # timeout 0: submit, do not wait here; each is named search-worker-<study>
+        run_deployment(config.worker_deployment, parameters=parameters, timeout=0).id
+        for _ in range(config.parallelism)
     ]
     log.info("%d worker flow runs of %s submitted", len(ids), config.worker_deployment)
     with get_client(sync_client=True) as client:

@@ -157,32 +157,21 @@ def fine_tune(
             if dataset.has_pair:
                 input_example["text_pair"] = example["text_pair"]
             started = time.perf_counter()
-            card = model_card.render(client.get_run(run_id), dataset, results)
-            outcome.model_uri = log_model(
-                client,
-                run_id,
+            package = tracking.ModelPackage(
                 result.trainer.model,
                 tokenizer,
                 input_example,
-                card,
+                model_card.render(client.get_run(run_id), dataset, results),
                 config.max_length,
-            ).model_uri
+            )
+            outcome.model_uri = log_model(client, run_id, package).model_uri
             tracking.log_metrics(
                 client, run_id, {"log_model_seconds": time.perf_counter() - started}
             )
             holdout = Holdout(dataset.splits["validation"], dataset.label_names)
             if config.onnx_export != "none":
                 outcome.onnx = log_onnx_export(
-                    client,
-                    run_id,
-                    result.trainer.model,
-                    tokenizer,
-                    input_example,
-                    card,
-                    config.max_length,
-                    config.onnx_export,
-                    outcome.model_uri,
-                    holdout,
+                    client, run_id, package, config.onnx_export, outcome.model_uri, holdout
                 )
             if config.registered_model_name:
                 outcome.decision = register_and_promote(

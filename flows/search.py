@@ -14,13 +14,12 @@ import sys
 
 from prefect import flow
 from prefect.artifacts import create_table_artifact
-from prefect.runtime import flow_run
 
 from flows.cli import flow_main
 from flows.confirmation import confirm_and_pick
-from flows.fan_out import run_workers
+from flows.fan_out import check_deployment, run_workers
 from flows.promotion import register_and_promote
-from flows.trial import open_search, run_trials
+from flows.trial import open_search, run_trials, study_run_name
 from tasks import search, study_record, tracking, warm_start
 from tasks.config import SearchConfig
 from tasks.registry import DEFAULT_MODEL_NAME, Holdout, PromotionPolicy
@@ -28,18 +27,13 @@ from tasks.registry import DEFAULT_MODEL_NAME, Holdout, PromotionPolicy
 log = logging.getLogger(__name__)
 
 
-def _flow_run_name() -> str:
-    config = flow_run.parameters.get("config") or {}
-    if isinstance(config, SearchConfig):
-        config = config.model_dump()
-    return f"search-{config.get('study_name', 'finetrack-search')}"
-
-
-@flow(name="search", flow_run_name=_flow_run_name)
+@flow(name="search", flow_run_name=study_run_name("search"))
 def search_flow(config: SearchConfig | None = None, force: bool = False) -> dict:
     """Run (or resume) the study to `n_trials` finished trials, then pick and register."""
     config = config or SearchConfig()
     objective = config.train.objective_metric
+    if config.parallelism > 1:
+        check_deployment(config)
     study, dataset, shared = open_search(config, force)
     client = shared.client
 
@@ -65,7 +59,7 @@ def search_flow(config: SearchConfig | None = None, force: bool = False) -> dict
         )
         shared.parent_run_id = parent_id
         warm_start.enqueue_known_configurations(config, study, client)
-        if config.parallelism > 1:
+        if config.parallelism > 1 and search.finished_count(study) < config.n_trials:
             run_workers(config, study)  # then this run finishes what the workers left
         run_trials(study, shared)
         rows = study_record.trial_rows(study)

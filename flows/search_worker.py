@@ -13,22 +13,14 @@ from __future__ import annotations
 import sys
 
 from prefect import flow
-from prefect.runtime import flow_run
 
 from flows.cli import flow_main
-from flows.trial import open_search, run_trials
+from flows.trial import open_search, run_trials, study_run_name
 from tasks import search
 from tasks.config import ConfigError, SearchConfig
 
 
-def _flow_run_name() -> str:
-    config = flow_run.parameters.get("config") or {}
-    if isinstance(config, SearchConfig):
-        config = config.model_dump()
-    return f"search-worker-{config.get('study_name', 'finetrack-search')}"
-
-
-@flow(name="search-worker", flow_run_name=_flow_run_name)
+@flow(name="search-worker", flow_run_name=study_run_name("search-worker"))
 def search_worker(config: SearchConfig) -> dict:
     """Run trials of `config.study_name` until the study has its trials."""
     study, _, shared = open_search(config)

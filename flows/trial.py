@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import shutil
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import optuna
@@ -52,6 +53,18 @@ class TrialInputs:
     tokenizer: object
     tokenized: object  # tasks.tokenization.Tokenized
     label_names: list[str]
+
+
+def study_run_name(prefix: str) -> Callable[[], str]:
+    """A flow run name from the study's name in the run's `config` parameter."""
+
+    def name() -> str:
+        config = flow_run.parameters.get("config") or {}
+        if isinstance(config, SearchConfig):
+            config = config.model_dump()
+        return f"{prefix}-{config.get('study_name', 'finetrack-search')}"
+
+    return name
 
 
 def open_search(config: SearchConfig, force: bool = False):

@@ -24,6 +24,7 @@ from tasks.registry import Holdout, predict_labels
 log = logging.getLogger(__name__)
 
 OnnxPrecision = Literal["fp32", "int8"]
+ONNX_REQUIREMENTS = ("onnxruntime", "transformers", "mlflow")  # what serving it needs
 
 
 def export_onnx(model, tokenizer, folder: Path, precision: OnnxPrecision) -> Path:
@@ -137,11 +138,7 @@ class OnnxExport:
 def log_checked_export(
     client: MlflowClient,
     run_id: str,
-    model,
-    tokenizer,
-    example: dict[str, str],
-    card: str,
-    max_length: int,
+    package: tracking.ModelPackage,
     precision: OnnxPrecision,
     full_uri: str,
     holdout: Holdout,
@@ -149,11 +146,10 @@ def log_checked_export(
     """Export, log as `model_onnx` beside the full model, score both, record the parity
     (metrics `onnx_*`, tags `finetrack.onnx.*` that the predict flow reads)."""
     with tempfile.TemporaryDirectory() as folder:
-        exported = export_onnx(model, tokenizer, Path(folder) / "onnx", precision)
+        exported = export_onnx(package.model, package.tokenizer, Path(folder) / "onnx", precision)
         info = tracking.log_pyfunc_model(
-            client, run_id, "model_onnx", {"onnx": str(exported)}, example, card, max_length,
-            requirements=("onnxruntime", "transformers", "mlflow"),
-        )  # fmt: skip
+            client, run_id, "model_onnx", {"onnx": str(exported)}, package, ONNX_REQUIREMENTS
+        )
     result = OnnxExport(precision, info.model_uri, parity(full_uri, info.model_uri, holdout))
     tracking.log_metrics(client, run_id, result.parity)
     client.set_tag(run_id, "finetrack.onnx.model_uri", result.model_uri)

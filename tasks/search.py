@@ -10,12 +10,15 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import optuna
+import sqlalchemy.exc
 from optuna.trial import FrozenTrial, TrialState
 from transformers import TrainerCallback
 
@@ -23,6 +26,7 @@ from tasks.config import ConfigError, FineTuneConfig, SearchConfig
 from tasks.tracking import sqlite_creation_lock
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 DEFAULT_STORAGE = "sqlite:///optuna.db"
 COUNTED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -47,15 +51,46 @@ def make_storage(
     """RDB storage with heartbeats; `on_stale_trial` runs for each trial found dead."""
     url = resolve_storage(config.storage)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
+    if url.startswith("sqlite"):
+        engine_kwargs = {"connect_args": {"timeout": 60}}
+    else:  # a database server may restart: test pooled connections before use
+        engine_kwargs = {"pool_pre_ping": True}
     with sqlite_creation_lock(url):
-        return optuna.storages.RDBStorage(
+        return ResilientStorage(
             url,
             engine_kwargs=engine_kwargs,
             heartbeat_interval=config.heartbeat_interval,
             grace_period=config.grace_period,
             heartbeat_stale_trial_callback=on_stale_trial,
         )
+
+
+class ResilientStorage(optuna.storages.RDBStorage):
+    """Optuna's RDB storage whose heartbeat survives a database restart.
+
+    Optuna records heartbeats in a thread that ends at the first error: after a restart of
+    the database server the trial would fall silent while still training, be declared lost
+    and run twice. Here a failed beat is logged and the next one tried on time."""
+
+    def record_heartbeat(self, trial_id: int) -> None:
+        try:
+            super().record_heartbeat(trial_id)
+        except sqlalchemy.exc.SQLAlchemyError as error:
+            log.warning("trial heartbeat not recorded (%s); retrying", type(error).__name__)
+
+
+DB_RETRY_SECONDS = (1, 2, 4, 8, 16)  # about half a minute: a database server's restart
+
+
+def with_db_retries(call: Callable[[], T]) -> T:
+    """`call()`, tried again while the study's database is unreachable (restarting)."""
+    for pause in DB_RETRY_SECONDS:
+        try:
+            return call()
+        except sqlalchemy.exc.OperationalError as error:
+            log.warning("study database unreachable (%s); retrying in %d s", error.orig, pause)
+            time.sleep(pause)
+    return call()
 
 
 def make_sampler(config: SearchConfig) -> optuna.samplers.BaseSampler:
@@ -223,8 +258,9 @@ class PruningCallback(TrainerCallback):
         if not metrics or self.metric not in metrics:
             return
         self.epochs_done = round(state.epoch or 0)
-        self.trial.report(float(metrics[self.metric]), step=self.epochs_done)
-        if self.trial.should_prune():
+        value = float(metrics[self.metric])
+        with_db_retries(lambda: self.trial.report(value, step=self.epochs_done))
+        if with_db_retries(self.trial.should_prune):
             self.pruned_at = self.epochs_done
             control.should_training_stop = True
             control.should_save = False

@@ -18,6 +18,7 @@ import time
 import urllib.request
 import warnings
 from collections.abc import Iterator
+from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import ClassVar
@@ -238,15 +239,19 @@ def log_files(client: MlflowClient, run_id: str, files: dict[str, object]) -> No
 SERVING_CODE = Path(__file__).parent / "serving" / "classifier.py"
 
 
-def log_classifier_model(
-    client: MlflowClient,
-    run_id: str,
-    model,
-    tokenizer,
-    example: dict[str, str],
-    card: str,
-    max_length: int,
-):
+@dataclass(frozen=True)
+class ModelPackage:
+    """What a logged model is made of: the trained model and its tokenizer, an input example
+    (the signature's columns), its card (`README.md`) and the training `max_length`."""
+
+    model: object
+    tokenizer: object
+    example: dict[str, str]
+    card: str
+    max_length: int
+
+
+def log_classifier_model(client: MlflowClient, run_id: str, package: ModelPackage):
     """Log the fine-tuned model as a pyfunc classifier (`tasks/serving/classifier.py`, shipped
     with the model as its code) with `card` as its `README.md`.
 
@@ -256,10 +261,10 @@ def log_classifier_model(
     """
     with tempfile.TemporaryDirectory() as folder:
         weights = Path(folder) / "weights"
-        model.float().save_pretrained(weights, safe_serialization=True)
-        tokenizer.save_pretrained(weights)
+        package.model.float().save_pretrained(weights, safe_serialization=True)
+        package.tokenizer.save_pretrained(weights)
         return log_pyfunc_model(
-            client, run_id, "model", {"model": str(weights)}, example, card, max_length,
+            client, run_id, "model", {"model": str(weights)}, package,
             requirements=("torch", "transformers", "mlflow"),
         )  # fmt: skip
 
@@ -269,9 +274,7 @@ def log_pyfunc_model(
     run_id: str,
     name: str,
     artifacts: dict[str, str],
-    example: dict[str, str],
-    card: str,
-    max_length: int,
+    package: ModelPackage,
     requirements: tuple[str, ...],
 ):
     """One pyfunc model of `SERVING_CODE` with `artifacts`, tied to the run.
@@ -292,7 +295,7 @@ def log_pyfunc_model(
         experiment_id=run.info.experiment_id,
     )
     signature = ModelSignature(
-        inputs=Schema([ColSpec("string", column) for column in example]),
+        inputs=Schema([ColSpec("string", column) for column in package.example]),
         outputs=Schema([ColSpec("string", "label"), ColSpec("double", "score")]),
         params=ParamSchema(
             [ParamSpec("precision", "string", "auto"), ParamSpec("batch_size", "long", 64)]
@@ -302,9 +305,9 @@ def log_pyfunc_model(
         name=name,
         python_model=str(SERVING_CODE),
         artifacts=artifacts,
-        model_config={"max_length": max_length},
+        model_config={"max_length": package.max_length},
         signature=signature,
-        input_example=pd.DataFrame([example]),
+        input_example=pd.DataFrame([package.example]),
         pip_requirements=[f"{package}=={version(package)}" for package in requirements],
         model_id=logged.model_id,
     )
@@ -312,7 +315,7 @@ def log_pyfunc_model(
     # model is tied to its run here, as the Models column and `run.outputs` show
     client.log_outputs(run_id, [LoggedModelOutput(logged.model_id, step=0)])
     with tempfile.TemporaryDirectory() as folder:
-        (Path(folder) / "README.md").write_text(card, encoding="utf-8")
+        (Path(folder) / "README.md").write_text(package.card, encoding="utf-8")
         client.log_model_artifacts(logged.model_id, folder)
     return info
 

@@ -4,12 +4,9 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
 import uuid
 from dataclasses import dataclass
 
@@ -20,6 +17,9 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 from pathlib import Path
 
 import pytest
+
+from bench import cluster
+from bench.cluster import free_port, wait_until_healthy
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -103,15 +103,18 @@ def small_train_config(data_dir: Path, tmp_path: Path, **settings):
     return FineTuneConfig(**values)
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+@dataclass
+class PostgresServer:
+    url: str  # without a database name
+    control: list[str]  # pg_ctl with this cluster's options, for `restart`
+
+    def restart(self) -> None:
+        subprocess.run([*self.control, "restart"], check=True, capture_output=True)
 
 
 @pytest.fixture(scope="session")
 def postgres_server():
-    """A private, throw-away PostgreSQL cluster on 127.0.0.1; its base URL."""
+    """A private, throw-away PostgreSQL cluster on 127.0.0.1 (`.url`, `.restart()`)."""
     initdb, pg_ctl = shutil.which("initdb"), shutil.which("pg_ctl")
     if not (initdb and pg_ctl):
         pytest.skip("PostgreSQL server programs (initdb, pg_ctl) are not installed")
@@ -129,7 +132,10 @@ def postgres_server():
         [*as_owner, pg_ctl, "-D", str(data), "-o", options, "-l", log, "-w", "start"], **quiet
     )
     try:
-        yield f"postgresql+psycopg2://postgres@127.0.0.1:{port}"
+        yield PostgresServer(
+            f"postgresql+psycopg2://postgres@127.0.0.1:{port}",
+            [*as_owner, pg_ctl, "-D", str(data), "-o", options, "-l", log, "-w", "-m", "fast"],
+        )
     finally:
         subprocess.run([*as_owner, pg_ctl, "-D", str(data), "-m", "fast", "stop"], **quiet)
         shutil.rmtree(folder, ignore_errors=True)
@@ -142,13 +148,13 @@ def postgres_url(postgres_server) -> str:
 
     name = f"t_{uuid.uuid4().hex[:12]}"
     connection = psycopg2.connect(
-        postgres_server.replace("postgresql+psycopg2", "postgresql") + "/postgres"
+        postgres_server.url.replace("postgresql+psycopg2", "postgresql") + "/postgres"
     )
     connection.autocommit = True
     with connection.cursor() as cursor:
         cursor.execute(f"CREATE DATABASE {name}")
     connection.close()
-    return f"{postgres_server}/{name}"
+    return f"{postgres_server.url}/{name}"
 
 
 @dataclass
@@ -160,39 +166,8 @@ class PrefectServer:
 @pytest.fixture(scope="session")
 def prefect_server(tmp_path_factory):
     """A real Prefect server on a free 127.0.0.1 port with its own PREFECT_HOME."""
-    home = tmp_path_factory.mktemp("prefect-home")
-    port = free_port()
-    base = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API")}
-    base |= {"PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
-    prefect = str(Path(sys.executable).parent / "prefect")
-    log = (home / "server.log").open("w")
-    server = subprocess.Popen(
-        [prefect, "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-        env=base,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    api_url = f"http://127.0.0.1:{port}/api"
-    try:
-        wait_until_healthy(f"{api_url}/health", server, home / "server.log", "Prefect server")
-        yield PrefectServer(api_url, base | {"PREFECT_API_URL": api_url})
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=60)
-        log.close()
-
-
-def wait_until_healthy(url: str, process: subprocess.Popen, log: Path, what: str) -> None:
-    deadline = time.monotonic() + 180
-    while True:
-        try:
-            with urllib.request.urlopen(url, timeout=2):
-                return
-        except OSError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"{what} did not start:\n{log.read_text()[-3000:]}")
-            time.sleep(0.5)
+    with cluster.prefect_server(tmp_path_factory.mktemp("prefect-home")) as env:
+        yield PrefectServer(env["PREFECT_API_URL"], env)
 
 
 @contextlib.contextmanager

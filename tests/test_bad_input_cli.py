@@ -10,7 +10,7 @@ from conftest import BAD_INPUTS, TINY_TSV, bad_data_dir, free_port, write_split_
 from mlflow.tracking import MlflowClient
 from prefect.testing.utilities import prefect_test_harness
 
-from flows import fine_tune, search
+from flows import fine_tune, search, search_worker
 from tasks.config import SearchConfig
 from tasks.search import open_study
 
@@ -126,3 +126,14 @@ def test_study_with_another_space(tiny_dir, tmp_path, capsys):
         "--storage", storage, "--study-name", "kept", "--num-epochs-range", "1,2",
     ]  # fmt: skip
     refuse(search.main, argv, "another search space", tmp_path, capsys)
+
+
+def test_parallel_search_without_its_worker_deployment(tiny_dir, tmp_path, capsys):
+    argv = ["--data-dir", str(tiny_dir), *outputs(tmp_path), "--parallelism", "2"]
+    refuse(search.main, argv, "run `finetrack deploy`", tmp_path, capsys)
+
+
+def test_search_worker_without_an_open_study(tiny_dir, tmp_path, capsys):
+    argv = ["--data-dir", str(tiny_dir), *outputs(tmp_path), "--storage",
+            f"sqlite:///{tmp_path}/optuna.db"]  # fmt: skip
+    refuse(search_worker.main, argv, "start it with the search flow", tmp_path, capsys)

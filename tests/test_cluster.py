@@ -10,68 +10,26 @@ checkpoint in its own MLflow run, one registered winner, and no run left RUNNING
 """
 
 import contextlib
-import json
 import os
-import shutil
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import optuna
 import pytest
-from conftest import ROOT, mlflow_server
+from conftest import mlflow_server
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
+from bench.cluster import run_deployment, workers
 from tasks import search
 
 pytestmark = pytest.mark.slow
 
-PREFECT = str(Path(sys.executable).parent / "prefect")
 N_TRIALS = 4
-
-
-def project_copy(folder: Path) -> Path:
-    """The project's code in another folder (another machine's checkout)."""
-    ignore = shutil.ignore_patterns(
-        ".venv", ".git", "mlruns", "outputs", ".cache", "*.db", "__pycache__", "*.egg-info"
-    )
-    shutil.copytree(ROOT, folder, ignore=ignore)
-    return folder
-
-
-class Worker:
-    """`prefect worker start` from its own checkout, one flow run at a time."""
-
-    def __init__(self, name: str, home: Path, env: dict, logs: Path):
-        self.name, self.home, self.env, self.log = name, home, env, logs / f"{name}.log"
-        self.process: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        with self.log.open("a") as stream:
-            self.process = subprocess.Popen(
-                [PREFECT, "worker", "start", "--pool", "local", "--name", self.name,
-                 "--limit", "1"],
-                cwd=self.home, env=self.env | {"FINETRACK_HOME": str(self.home)},
-                stdout=stream, stderr=subprocess.STDOUT, start_new_session=True,
-            )  # fmt: skip
-
-    def kill(self) -> None:
-        os.killpg(self.process.pid, signal.SIGKILL)
-        self.process.wait()
-
-    def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGINT)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.kill()
 
 
 def flow_run_processes(flow_run_id: str) -> list[int]:
@@ -87,6 +45,15 @@ def flow_run_processes(flow_run_id: str) -> list[int]:
     return found
 
 
+def alive(pid: int) -> bool:
+    """Running, not a zombie (a killed orphan whose exit nobody collected)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    return "\nState:\tZ" not in status
+
+
 def flow_runs(api_url: str, prefix: str) -> list:
     with temporary_settings({PREFECT_API_URL: api_url}), get_client(sync_client=True) as api:
         runs = api.read_flow_runs(
@@ -95,26 +62,49 @@ def flow_runs(api_url: str, prefix: str) -> list:
     return sorted(runs, key=lambda run: run.name)
 
 
+def lose_a_machine_mid_trial(search_run, workers, storage: str, tmp_path) -> str:
+    """Wait for a trial past its first epoch (checkpoint written), kill the machine running
+    it (its worker and flow run), start that worker again; returns the lost flow run's id."""
+    deadline = time.monotonic() + 600
+    victim = None
+    while victim is None:
+        assert time.monotonic() < deadline and search_run.poll() is None, "no trial got going"
+        time.sleep(1)
+        try:
+            study = optuna.load_study(study_name="cluster", storage=storage)
+        except KeyError:
+            continue
+        for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            folder = tmp_path / "shared-checkpoints" / f"cluster-trial-{trial.number}"
+            if 1 in trial.intermediate_values and any(
+                folder.glob("checkpoint-*/trainer_state.json")
+            ):
+                victim = trial
+                break
+    flow_run_id = victim.user_attrs[search.FLOW_RUN]
+    processes = flow_run_processes(flow_run_id)
+    assert processes, "the trial's flow run process was not found"
+    (machine,) = [w for w in workers if flow_run_id in w.log.read_text()]
+    machine.kill()
+    for pid in processes:  # the flow run too, should it run in a session of its own
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    time.sleep(1)
+    assert not [pid for pid in processes if alive(pid)]
+    machine.start()  # the machine comes back
+
+    return flow_run_id
+
+
 @pytest.fixture
 def cluster(prefect_server, postgres_url, tmp_path):
-    env = prefect_server.env | {"PREFECT_WORKER_QUERY_SECONDS": "2"}
-    finetrack = str(Path(sys.executable).parent / "finetrack")
-    result = subprocess.run(
-        [finetrack, "deploy"], cwd=tmp_path, env=env | {"FINETRACK_HOME": str(ROOT)},
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stdout + result.stderr
-    (tmp_path / "logs").mkdir()
-    workers = [
-        Worker(name, project_copy(tmp_path / name), env, tmp_path / "logs")
-        for name in ("machine-a", "machine-b", "machine-c")
-    ]
-    for worker in workers:
-        worker.start()
-    with mlflow_server(f"sqlite:///{tmp_path}/mlflow.db", tmp_path / "artifacts") as url:
-        yield env, workers, url, postgres_url
-    for worker in workers:
-        worker.stop()
+    """Three workers (the search and its two trial workers, one run each), PostgreSQL for
+    the study, an MLflow server with its own artifact root."""
+    with (
+        workers(prefect_server.env, tmp_path, 3) as started,
+        mlflow_server(f"sqlite:///{tmp_path}/mlflow.db", tmp_path / "artifacts") as url,
+    ):
+        yield prefect_server.env, started, url, postgres_url
 
 
 def test_search_fans_out_and_survives_a_lost_worker(cluster, mrpc_dir, tmp_path):
@@ -142,58 +132,29 @@ def test_search_fans_out_and_survives_a_lost_worker(cluster, mrpc_dir, tmp_path)
             "registered_model_name": "cluster-model",
         },
     }
-    search_run = subprocess.Popen(
-        [PREFECT, "deployment", "run", "search/mrpc", "--params", json.dumps({"config": config}),
-         "--watch", "--watch-timeout", "1200"],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
-
-    # wait for a trial past its first epoch (checkpoint written), then lose its machine
-    deadline = time.monotonic() + 600
-    victim = None
-    while victim is None:
-        assert time.monotonic() < deadline and search_run.poll() is None, "no trial got going"
-        time.sleep(1)
-        try:
-            study = optuna.load_study(study_name="cluster", storage=storage)
-        except KeyError:
-            continue
-        for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            folder = tmp_path / "shared-checkpoints" / f"cluster-trial-{trial.number}"
-            if 1 in trial.intermediate_values and any(
-                folder.glob("checkpoint-*/trainer_state.json")
-            ):
-                victim = trial
-                break
-    flow_run_id = victim.user_attrs[search.FLOW_RUN]
-    processes = flow_run_processes(flow_run_id)
-    assert processes, "the trial's flow run process was not found"
-    (machine,) = [w for w in workers if flow_run_id in w.log.read_text()]
-    machine.kill()
-    for pid in processes:  # the flow run too, should it run in a session of its own
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-    time.sleep(1)
-    assert not [pid for pid in processes if Path(f"/proc/{pid}").exists()]
-    machine.start()  # the machine comes back
-
-    output, _ = search_run.communicate(timeout=1500)
+    search_run = run_deployment(env, "search/mrpc", config, timeout=1200)
+    try:
+        flow_run_id = lose_a_machine_mid_trial(search_run, workers, storage, tmp_path)
+        output, _ = search_run.communicate(timeout=1500)
+    finally:
+        if search_run.poll() is None:
+            search_run.kill()
     assert search_run.returncode == 0 and "Completed" in output, output[-3000:]
-
     # the study: exactly n_trials finished, the lost one resumed from its epoch checkpoint
     study = optuna.load_study(study_name="cluster", storage=storage)
     finished = study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))
     assert len(finished) == N_TRIALS
-    lost = study.trials[victim.number]
-    assert lost.state == TrialState.FAIL
-    (retry,) = [t for t in study.trials if t.user_attrs.get(search.RETRY_OF) == victim.number]
+    (lost,) = [t for t in study.trials if t.user_attrs.get(search.FLOW_RUN) == flow_run_id
+               and t.state == TrialState.FAIL]  # fmt: skip
+    (retry,) = [t for t in study.trials if t.user_attrs.get(search.RETRY_OF) == lost.number]
     assert retry.state == TrialState.COMPLETE
     assert retry.user_attrs[search.RESUMED_FROM] == 1
     assert retry.params == lost.params
+    print(f"trial {lost.number} lost after its epoch-1 checkpoint; trial {retry.number} resumed it")
 
     # Prefect: two worker flow runs on different machines that overlapped in time; the lost
     # one marked Crashed by the search, the search itself Completed
-    runs = flow_runs(env["PREFECT_API_URL"], "search-worker-cluster-")
+    runs = flow_runs(env["PREFECT_API_URL"], "search-worker-cluster")
     assert len(runs) == 2
     first, second = runs
     assert first.start_time < second.end_time and second.start_time < first.end_time

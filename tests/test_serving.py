@@ -28,7 +28,8 @@ def logged(tmp_path_factory):
     client = tracking.connect(uri)
     with tracking.tracked_run(client, "serving") as run_id:
         example = {"text": "a", "text_pair": "b"}
-        info = tracking.log_classifier_model(client, run_id, model, tokenizer, example, "# c", 128)
+        package = tracking.ModelPackage(model, tokenizer, example, "# c", 128)
+        info = tracking.log_classifier_model(client, run_id, package)
     return uri, info.model_uri, model, tokenizer
 
 

@@ -1,0 +1,125 @@
+"""Services restarting under a running job: the MLflow tracking server in the middle of
+training, the study's PostgreSQL server in the middle of a trial."""
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from conftest import free_port, wait_until_healthy
+from mlflow.tracking import MlflowClient
+from optuna.trial import TrialState
+from test_search_flow import search_command
+
+pytestmark = pytest.mark.slow
+FINETRACK = str(Path(sys.executable).parent / "finetrack")
+
+
+class TrackingServer:
+    """`mlflow server` on a fixed port that can be stopped and started again."""
+
+    def __init__(self, folder: Path):
+        self.folder, self.port = folder, free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        log = self.folder / "mlflow-server.log"
+        with log.open("a") as stream:
+            self.process = subprocess.Popen(
+                [str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1",
+                 "--port", str(self.port), "--workers", "1",
+                 "--backend-store-uri", f"sqlite:///{self.folder}/mlflow.db",
+                 "--artifacts-destination", str(self.folder / "artifacts")],
+                stdout=stream, stderr=subprocess.STDOUT, start_new_session=True,
+            )  # fmt: skip
+        wait_until_healthy(f"{self.url}/health", self.process, log, "MLflow server")
+
+    def stop(self) -> None:
+        os.killpg(self.process.pid, signal.SIGTERM)
+        self.process.wait(timeout=60)
+
+
+def test_training_survives_a_tracking_server_restart(mrpc_dir, tmp_path):
+    """Metrics logged while the server is down arrive after it is back (MLflow's client
+    retries with backoff); the run ends FINISHED with every epoch and the model."""
+    server = TrackingServer(tmp_path)
+    server.start()
+    job = subprocess.Popen(
+        [FINETRACK, "fine-tune", "--data-dir", str(mrpc_dir), "--max-train-samples", "320",
+         "--max-eval-samples", "20", "--eval-batch-size", "16", "--num-epochs", "3",
+         "--tracking-uri", server.url, "--experiment-name", "restart",
+         "--output-dir", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "cache")],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+    )  # fmt: skip
+    client = MlflowClient(server.url)
+    try:
+        deadline = time.monotonic() + 300
+        history = []
+        while not history:
+            assert time.monotonic() < deadline and job.poll() is None, "no epoch was logged"
+            time.sleep(0.5)
+            experiment = client.get_experiment_by_name("restart")
+            runs = client.search_runs([experiment.experiment_id]) if experiment else []
+            history = runs and client.get_metric_history(runs[0].info.run_id, "eval_f1")
+        server.stop()  # during epoch 2
+        time.sleep(10)
+        server.start()
+        output, _ = job.communicate(timeout=600)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(job.pid, signal.SIGKILL)
+        server.stop()
+        server.start()
+    assert job.returncode == 0, output[-3000:]
+    run = client.get_run(runs[0].info.run_id)
+    assert run.info.status == "FINISHED"
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "eval_f1")] == [1, 2, 3]
+    assert run.outputs.model_outputs  # the model was logged after the restart
+    server.stop()
+
+
+def test_study_survives_a_database_restart(mrpc_dir, tmp_path, postgres_server, postgres_url):
+    """The worker's connections come back after a PostgreSQL restart in the middle of a
+    trial: the study finishes its trials and nothing is left RUNNING."""
+    command = search_command(
+        mrpc_dir, tmp_path, "--n-trials", "3", "--finalize", "false",
+        "--num-epochs-range", "2,2", "--max-train-samples", "160", "--storage", postgres_url,
+    )  # fmt: skip
+    job = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 300
+        running = []
+        while not running:
+            assert time.monotonic() < deadline and job.poll() is None, "no trial started"
+            time.sleep(0.5)
+            with contextlib.suppress(KeyError):
+                study = optuna.load_study(study_name="shared", storage=postgres_url)
+                running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        time.sleep(2)  # inside training
+        postgres_server.restart()
+        output, _ = job.communicate(timeout=600)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(job.pid, signal.SIGKILL)
+    assert job.returncode == 0, output[-3000:]
+    study = optuna.load_study(study_name="shared", storage=postgres_url)
+    assert len(study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))) == 3
+    assert not study.get_trials(states=(TrialState.RUNNING, TrialState.WAITING))
+    failed = study.get_trials(states=(TrialState.FAIL,))
+    retried = output.count("heartbeat not recorded") + output.count("database unreachable")
+    print(
+        f"database restarted during trial {running[0].number}; failed trials: {len(failed)}; "
+        f"storage calls retried: {retried}"
+    )
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    runs = client.search_runs([client.get_experiment_by_name("search-test").experiment_id])
+    assert not [r for r in runs if r.info.status == "RUNNING"]
