@@ -48,6 +48,7 @@ bench: install
 	$(PY) -m bench.training_speed --data-dir $(DATA)
 	$(PY) -m bench.scaling --data-dir $(DATA)
 	$(PY) -m bench.prediction_speed --data-dir $(DATA)
+	$(PY) -m bench.parallel_search --data-dir $(DATA)
 	$(PY) -m bench.search_pruning --data-dir $(DATA) $(ARGS)
 	$(PY) -m bench.quality --data-dir $(DATA) --tuned-from bench/results/search_pruning.json $(ARGS)
 	$(PY) -m bench.report

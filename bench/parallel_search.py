@@ -4,7 +4,9 @@ A local cluster (`bench.cluster`: Prefect server, three process workers with one
 SQLite study storage and MLflow store in a temporary folder); each study is started with
 `prefect deployment run 'search/mrpc'` and timed until the run is final. Prints the wall
 time, the trials finished, the epochs trained and what the record holds (MLflow runs left
-RUNNING, worker flow runs), side by side. Pruning is off and confirmation skipped
+RUNNING), side by side. With parallelism 2 each worker trains with half of the machine's
+cores (`threads`): two workers with all cores each ran about 25 times slower per training step
+here (thread oversubscription). Pruning is off and confirmation skipped
 (`finalize` false) so that both do the same kind of work; TPE proposes from what has
 finished, so parallel trials may draw other configurations (their epochs are printed).
 
@@ -14,6 +16,7 @@ finished, so parallel trials may draw other configurations (their epochs are pri
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -24,6 +27,9 @@ from optuna.trial import TrialState
 
 from bench.cluster import prefect_server, run_deployment, workers
 from bench.common import save
+from tasks import search
+
+CORES = os.cpu_count() or 1
 
 
 def study_config(args, work: Path, parallelism: int) -> dict:
@@ -43,6 +49,8 @@ def study_config(args, work: Path, parallelism: int) -> dict:
             "experiment_name": f"parallel-{parallelism}",
             "output_dir": str(work / "checkpoints"),
             "cache_dir": str(work / "cache"),
+            # the workers share this machine: each gets its share of the cores
+            **({"threads": max(1, CORES // parallelism)} if parallelism > 1 else {}),
         },
     }
 
@@ -56,7 +64,7 @@ def summarise(work: Path, parallelism: int, seconds: float) -> dict:
         "parallelism": parallelism,
         "wall_seconds": round(seconds, 1),
         "finished_trials": len(study.get_trials(states=(TrialState.COMPLETE,))),
-        "epochs_trained": sum(len(t.intermediate_values) for t in study.trials),
+        "epochs_trained": sum(search.epochs_trained(t) for t in study.trials),
         "best_value": study.best_value,
         "mlflow_runs": len(runs),
         "mlflow_runs_left_running": sum(r.info.status == "RUNNING" for r in runs),

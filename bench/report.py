@@ -228,6 +228,26 @@ def prediction_speed(data: dict) -> list[str]:
     return lines
 
 
+def parallel_search(data: dict) -> list[str]:
+    settings = data["settings"]
+    lines = [
+        f"### One study through the search deployment, parallelism 1 and 2 "
+        f"({settings['n_trials']} trials, {settings['train_rows']} MRPC train rows, 1-2 "
+        "epochs, no pruning, no confirmation; parallel workers get half the cores each)",
+        "",
+        "| parallelism | wall s | trials finished | epochs | best F1 | MLflow runs (RUNNING) |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for row in data["studies"]:
+        lines.append(
+            f"| {row['parallelism']} | {row['wall_seconds']:.1f} | {row['finished_trials']} | "
+            f"{row['epochs_trained']} | {row['best_value']:.4f} | {row['mlflow_runs']} "
+            f"({row['mlflow_runs_left_running']}) |"
+        )
+    first, second = data["studies"][:2]
+    return [*lines, "", f"Speed-up: {first['wall_seconds'] / second['wall_seconds']:.2f}x."]
+
+
 RENDERERS = {  # file stem -> renderer; a folder may hold several runs: STEM-1.json, ...
     "overhead": overhead,
     "tokenization_cache": tokenization_cache,
@@ -236,6 +256,7 @@ RENDERERS = {  # file stem -> renderer; a folder may hold several runs: STEM-1.j
     "search_pruning": search_pruning,
     "quality": quality,
     "prediction_speed": prediction_speed,
+    "parallel_search": parallel_search,
 }
 
 

@@ -4,8 +4,9 @@ Each worker is a flow run of the `search-worker` deployment, submitted with
 `run_deployment` (the work pool's concurrency limit caps how many run at once). A worker
 can be lost with its machine: its flow run then stays RUNNING in Prefect while its trial's
 heartbeat stops. Such a trial is failed as stale and queued again (`flows.trial.
-on_lost_trial`); its worker's flow run is then marked Crashed, so the wait ends, and the
-search flow itself runs whatever the workers left.
+on_lost_trial`); its worker's flow run is then marked Crashed, so the wait ends. The wait
+also ends once the study is complete (worker runs that never started are cancelled), and
+the search flow itself runs whatever the workers left.
 """
 
 from __future__ import annotations
@@ -14,10 +15,11 @@ import logging
 import time
 
 import optuna
+from optuna.trial import TrialState
 from prefect.client.orchestration import get_client
 from prefect.deployments import run_deployment
 from prefect.exceptions import ObjectNotFound
-from prefect.states import Crashed
+from prefect.states import Cancelled, Crashed
 
 from tasks import search
 from tasks.config import ConfigError, SearchConfig
@@ -47,6 +49,7 @@ def run_workers(config: SearchConfig, study: optuna.Study) -> None:
         for _ in range(config.parallelism)
     ]
     log.info("%d worker flow runs of %s submitted", len(ids), config.worker_deployment)
+    shown = None
     with get_client(sync_client=True) as client:
         while True:
             runs = [client.read_flow_run(flow_run_id) for flow_run_id in ids]
@@ -57,17 +60,29 @@ def run_workers(config: SearchConfig, study: optuna.Study) -> None:
                 client.set_flow_run_state(run.id, Crashed(message=message), force=True)
             if all(run.state and run.state.is_final() for run in runs):
                 break
+            if study_done(study, config.n_trials):  # the rest never started, or hangs
+                for run in runs:
+                    if not (run.state and run.state.is_final()):
+                        message = "not needed: the study has its trials"
+                        client.set_flow_run_state(run.id, Cancelled(message=message), force=True)
+                break
+            progress = (search.finished_count(study), [run.state.name for run in runs])
+            if progress != shown:  # a line when something changed, not every poll
+                log.info("%d/%d trials finished; workers: %s", progress[0], config.n_trials,
+                         ", ".join(progress[1]))  # fmt: skip
+                shown = progress
             time.sleep(POLL_SECONDS)
     log.info("worker flow runs ended: %s", ", ".join(run.state.name for run in runs))
 
 
+def study_done(study: optuna.Study, n_trials: int) -> bool:
+    """`n_trials` finished and nothing running or queued."""
+    busy = study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING))
+    return not busy and search.finished_count(study) >= n_trials
+
+
 def lost_workers(study: optuna.Study, runs: list) -> list:
-    """Flow runs still RUNNING in Prefect whose trial was found dead and queued again."""
-    retried = {t.user_attrs[search.RETRY_OF] for t in study.get_trials(deepcopy=False)
-               if search.RETRY_OF in t.user_attrs}  # fmt: skip
-    dead = {
-        t.user_attrs.get(search.FLOW_RUN)
-        for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,))
-        if t.number in retried
-    }
-    return [run for run in runs if run.state and run.state.is_running() and str(run.id) in dead]
+    """Flow runs still RUNNING in Prefect whose trial was found dead (`flows.trial.
+    on_lost_trial` notes each such flow run on the study)."""
+    lost = {value for key, value in study.user_attrs.items() if key.startswith(search.LOST_PREFIX)}
+    return [run for run in runs if run.state and run.state.is_running() and str(run.id) in lost]

@@ -9,6 +9,7 @@ champion). The decision, both scores and both versions go to MLflow and to a Pre
 from __future__ import annotations
 
 import sys
+from datetime import datetime, timezone
 
 import optuna
 from prefect import flow, get_run_logger
@@ -43,7 +44,8 @@ def challenger_params(config: RetrainConfig) -> dict:
     if config.hyperparameters == "search":
         study = SearchConfig(
             train=config.train.with_settings(registered_model_name=config.registered_model_name),
-            study_name=f"{config.study_name}-retrain",
+            # a study per retrain: today's trials, started from what is known
+            study_name=f"{config.study_name}-retrain-{datetime.now(timezone.utc):%Y%m%dT%H%M%S}",
             storage=config.storage,
             n_trials=config.search_trials,
             finalize=False,

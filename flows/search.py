@@ -19,7 +19,7 @@ from flows.cli import flow_main
 from flows.confirmation import confirm_and_pick
 from flows.fan_out import check_deployment, run_workers
 from flows.promotion import register_and_promote
-from flows.trial import open_search, run_trials, study_run_name
+from flows.trial import finish_study, open_search, study_run_name
 from tasks import search, study_record, tracking, warm_start
 from tasks.config import SearchConfig
 from tasks.registry import DEFAULT_MODEL_NAME, Holdout, PromotionPolicy
@@ -61,7 +61,7 @@ def search_flow(config: SearchConfig | None = None, force: bool = False) -> dict
         warm_start.enqueue_known_configurations(config, study, client)
         if config.parallelism > 1 and search.finished_count(study) < config.n_trials:
             run_workers(config, study)  # then this run finishes what the workers left
-        run_trials(study, shared)
+        finish_study(study, shared)
         rows = study_record.trial_rows(study)
         create_table_artifact(rows, key="search-trials", description=config.study_name)
         study_record.record_study(client, parent_id, study, rows)

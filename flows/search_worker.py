@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import sys
 
+import optuna
 from prefect import flow
 
 from flows.cli import flow_main
@@ -23,13 +24,18 @@ from tasks.config import ConfigError, SearchConfig
 @flow(name="search-worker", flow_run_name=study_run_name("search-worker"))
 def search_worker(config: SearchConfig) -> dict:
     """Run trials of `config.study_name` until the study has its trials."""
-    study, _, shared = open_search(config)
-    shared.parent_run_id = study.user_attrs.get(search.STUDY_RUN_ATTR)
-    if shared.parent_run_id is None:
+    storage = search.resolve_storage(config.storage)
+    try:  # look before opening: opening creates a missing study
+        opened = optuna.load_study(study_name=config.study_name, storage=storage)
+    except KeyError:
+        opened = None
+    if opened is None or search.STUDY_RUN_ATTR not in opened.user_attrs:
         raise ConfigError(
             f"study {config.study_name!r} has no study run: start it with the search flow "
             "(its --parallelism submits the workers)"
         )
+    study, _, shared = open_search(config)
+    shared.parent_run_id = study.user_attrs[search.STUDY_RUN_ATTR]
     run_trials(study, shared)
     return {"study_name": config.study_name, "finished": search.finished_count(study)}
 

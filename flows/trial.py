@@ -6,10 +6,12 @@ from __future__ import annotations
 import logging
 import shutil
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import optuna
+from optuna.trial import TrialState
 from prefect import task
 from prefect.cache_policies import NONE
 from prefect.exceptions import TerminationSignal
@@ -102,7 +104,7 @@ def run_trial(trial: optuna.Trial, shared: TrialInputs) -> TrialOutcome:
         client, trial_config.experiment_name, f"trial-{number}", tags, shared.parent_run_id,
         resume_run_id=resume.run_id if resume else None,
     ) as run_id:  # fmt: skip
-        trial.set_user_attr("mlflow_run_id", run_id)
+        trial.set_user_attr(search.MLFLOW_RUN, run_id)
         if flow_run.get_id():
             trial.set_user_attr(search.FLOW_RUN, flow_run.get_id())
         params_logged = {**trial_config.params(), "trial_number": number}
@@ -124,7 +126,8 @@ def run_trial(trial: optuna.Trial, shared: TrialInputs) -> TrialOutcome:
             )  # fmt: skip
         except Exception:
             client.set_tag(run_id, STATE_TAG, "FAIL")
-            shutil.rmtree(output_dir, ignore_errors=True)  # an error: nothing to resume
+            if not search.retried(trial.study, trial):  # else declared lost: the retry's now
+                shutil.rmtree(output_dir, ignore_errors=True)  # an error: nothing to resume
             raise
         except BaseException:  # stopped from outside: run again from the last checkpoint
             client.set_tag(run_id, STATE_TAG, "FAIL")
@@ -152,7 +155,7 @@ def objective_function(study: optuna.Study, shared: TrialInputs):
     n_trials = shared.config.n_trials
 
     def objective(trial: optuna.Trial) -> float:
-        if search.claimed_before(study, trial.number) >= n_trials:
+        if search.claimed_before(study, trial.number, queued=True) >= n_trials:
             study.stop()
             raise SurplusTrial(f"trial {trial.number}: study already has its trials")
         try:
@@ -177,13 +180,26 @@ def stop_when_enough(n_trials: int):
 
 
 def on_lost_trial(client, config: SearchConfig):
-    """Optuna calls this for a trial whose worker went silent (see `search.make_storage`):
-    close its MLflow run and queue the trial to run again from its last checkpoint."""
+    """Optuna calls this for a trial whose worker went silent (see `search.make_storage`),
+    once, in the process that marked it FAIL: queue it to run again from its last checkpoint,
+    note its flow run as lost (`flows.fan_out` reads it), close its MLflow run. One failing
+    step does not stop the others; checkpoints go only when no retry will read them."""
     close = close_stale_trial_run(client, config.train.experiment_name)
 
     def handle(study: optuna.Study, trial) -> None:
-        close(study, trial)
-        search.enqueue_retry(study, trial, config.trial_retries)
+        queued = True  # unless known otherwise, keep the checkpoints
+        try:
+            queued = search.enqueue_retry(study, trial, config.trial_retries)
+            lost_run = trial.user_attrs.get(search.FLOW_RUN, "")
+            study.set_user_attr(f"{search.LOST_PREFIX}{trial.number}", lost_run)
+        except Exception:
+            log.exception("trial %d lost: its retry could not be queued", trial.number)
+        try:
+            close(study, trial)
+        except Exception:
+            log.exception("trial %d lost: its MLflow run could not be closed", trial.number)
+        if not queued:
+            shutil.rmtree(search.checkpoints_dir(config, trial), ignore_errors=True)
 
     return handle
 
@@ -202,3 +218,20 @@ def run_trials(study: optuna.Study, shared: TrialInputs) -> None:
             catch=(Exception,),
             gc_after_trial=True,
         )
+
+
+def finish_study(study: optuna.Study, shared: TrialInputs, poll_seconds: float = 5) -> None:
+    """Run trials until the study has `n_trials` finished ones and none runs elsewhere.
+
+    This process stops taking trials once the finished and running ones make the total, but
+    a trial running in another worker may still fail or be lost: wait for those (a lost one
+    is found stale and queued again) and run whatever they leave."""
+    while True:
+        run_trials(study, shared)
+        optuna.storages.fail_stale_trials(study)
+        running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        if not running and search.finished_count(study) >= shared.config.n_trials:
+            return
+        if running:
+            log.info("waiting for %d trial(s) running in other workers", len(running))
+            time.sleep(poll_seconds)

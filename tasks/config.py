@@ -84,6 +84,13 @@ class FineTuneConfig(BaseModel):
         description="bf16 autocast on CPU: 'auto' turns it on where the CPU has native bf16 "
         "(AMX or AVX512-BF16).",
     )
+    threads: int | None = Field(
+        None,
+        ge=1,
+        description="CPU threads for training (default: torch's, one per core). Workers that "
+        "share a machine must split its cores: oversubscribed threads slow training down "
+        "many times over.",
+    )
     objective_metric: Literal["f1", "accuracy"] = Field(
         "f1",
         description="Validation metric that decides everything 'best': the checkpoint kept, "

@@ -38,6 +38,9 @@ RETRY_OF = "finetrack_retry_of"  # the number of the lost trial
 ORIGIN = "finetrack_origin"  # the first trial of the chain: its checkpoints and MLflow run
 RESUMED_FROM = "finetrack_resumed_from_epoch"
 FLOW_RUN = "finetrack_flow_run"  # the Prefect flow run that ran the trial
+MLFLOW_RUN = "mlflow_run_id"  # the trial's MLflow run
+CHAIN_RUN = "finetrack_chain_run"  # a retry's MLflow run: the first attempt's
+LOST_PREFIX = "finetrack_lost_trial_"  # study attribute per lost trial: its flow run
 
 
 def resolve_storage(configured: str | None) -> str:
@@ -75,11 +78,21 @@ class ResilientStorage(optuna.storages.RDBStorage):
     def record_heartbeat(self, trial_id: int) -> None:
         try:
             super().record_heartbeat(trial_id)
-        except sqlalchemy.exc.SQLAlchemyError as error:
-            log.warning("trial heartbeat not recorded (%s); retrying", type(error).__name__)
+        except optuna.exceptions.StorageInternalError as error:
+            log.warning("trial heartbeat not recorded (%s); retrying", unreachable(error))
 
 
 DB_RETRY_SECONDS = (1, 2, 4, 8, 16)  # about half a minute: a database server's restart
+
+
+def unreachable(error: Exception) -> str | None:
+    """What the database driver said, when Optuna's storage error is a lost connection."""
+    cause = error.__cause__
+    if isinstance(error, optuna.exceptions.StorageInternalError) and isinstance(
+        cause, sqlalchemy.exc.OperationalError
+    ):
+        return str(cause.orig).strip().splitlines()[0]
+    return None
 
 
 def with_db_retries(call: Callable[[], T]) -> T:
@@ -87,8 +100,11 @@ def with_db_retries(call: Callable[[], T]) -> T:
     for pause in DB_RETRY_SECONDS:
         try:
             return call()
-        except sqlalchemy.exc.OperationalError as error:
-            log.warning("study database unreachable (%s); retrying in %d s", error.orig, pause)
+        except optuna.exceptions.StorageInternalError as error:
+            if unreachable(error) is None:
+                raise
+            log.warning("study database unreachable (%s); retrying in %d s", unreachable(error),
+                        pause)  # fmt: skip
             time.sleep(pause)
     return call()
 
@@ -179,21 +195,28 @@ def checkpoints_dir(config: SearchConfig, trial: optuna.Trial | FrozenTrial) -> 
 
 def enqueue_retry(study: optuna.Study, lost: optuna.Trial | FrozenTrial, retries: int) -> bool:
     """Queue the lost trial's configuration to run again (first in line for the next worker),
-    unless its chain has been retried `retries` times already."""
+    unless it was queued already (a trial stopped, then killed, is reported twice) or its
+    chain has been retried `retries` times. The chain's MLflow run goes with it."""
     first = origin(lost)
-    done = sum(
-        1
-        for t in study.get_trials(deepcopy=False)
-        if RETRY_OF in t.user_attrs and origin(t) == first
-    )
+    trials = study.get_trials(deepcopy=False)
+    if any(t.user_attrs.get(RETRY_OF) == lost.number for t in trials):
+        return True
+    done = sum(1 for t in trials if RETRY_OF in t.user_attrs and origin(t) == first)
     if done >= retries:
         log.warning("trial %d lost; not retried (%d retries so far)", lost.number, done)
         return False
-    study.enqueue_trial(
-        dict(lost.params), user_attrs={RETRY_OF: lost.number, ORIGIN: first}, skip_if_exists=False
-    )
+    attrs = {RETRY_OF: lost.number, ORIGIN: first}
+    run_id = lost.user_attrs.get(MLFLOW_RUN) or lost.user_attrs.get(CHAIN_RUN)
+    if run_id:
+        attrs[CHAIN_RUN] = run_id
+    study.enqueue_trial(dict(lost.params), user_attrs=attrs, skip_if_exists=False)
     log.warning("trial %d lost: queued to run again from its last checkpoint", lost.number)
     return True
+
+
+def retried(study: optuna.Study, trial: optuna.Trial | FrozenTrial) -> bool:
+    """True once a retry of this trial is queued: its checkpoints are the retry's now."""
+    return any(t.user_attrs.get(RETRY_OF) == trial.number for t in study.get_trials(deepcopy=False))
 
 
 @dataclass
@@ -213,8 +236,10 @@ def resume_point(study: optuna.Study, trial: optuna.Trial, folder: Path) -> Resu
         return None
     lost = study.get_trials(deepcopy=False)[trial.user_attrs[RETRY_OF]]  # numbered from 0
     checkpoint, epoch = last_complete_checkpoint(folder)
+    # the lost attempt reported its predecessors' epochs again: it holds the whole chain's
     reported = {step: v for step, v in lost.intermediate_values.items() if step <= epoch}
-    return ResumePoint(lost.user_attrs.get("mlflow_run_id"), checkpoint, epoch, reported)
+    run_id = trial.user_attrs.get(CHAIN_RUN) or lost.user_attrs.get(MLFLOW_RUN)
+    return ResumePoint(run_id, checkpoint, epoch, reported)
 
 
 def last_complete_checkpoint(folder: Path) -> tuple[str | None, int]:
@@ -234,10 +259,16 @@ def last_complete_checkpoint(folder: Path) -> tuple[str | None, int]:
     return None, 0
 
 
-def claimed_before(study: optuna.Study, number: int) -> int:
-    """Trials numbered below `number` that finished or still run (they count to the total)."""
-    states = (*COUNTED, TrialState.RUNNING)
+def claimed_before(study: optuna.Study, number: int, queued: bool = False) -> int:
+    """Trials numbered below `number` that finished or still run (they count to the total),
+    and with `queued` those waiting in the queue too (a retry queued meanwhile will run)."""
+    states = (*COUNTED, TrialState.RUNNING, *((TrialState.WAITING,) if queued else ()))
     return sum(1 for t in study.get_trials(deepcopy=False, states=states) if t.number < number)
+
+
+def epochs_trained(trial: FrozenTrial) -> int:
+    """Epochs this attempt trained: a retry re-reports the epochs it resumed after."""
+    return len(trial.intermediate_values) - int(trial.user_attrs.get(RESUMED_FROM, 0))
 
 
 def finished_count(study: optuna.Study) -> int:

@@ -34,8 +34,8 @@ def trial_description(
 
 def close_stale_trial_run(client: MlflowClient, experiment_name: str):
     """Optuna calls the returned function for a trial whose worker died: close its MLflow
-    run as FAILED. The run is found by its tags, not the trial's user attribute: a worker can
-    die after starting the run and before recording its id on the trial."""
+    run as FAILED. The run is found by its tags as well as by the trial's user attributes: a
+    worker can die after starting the run and before recording its id on the trial."""
 
     def close(study: optuna.Study, trial: FrozenTrial) -> None:
         experiment = client.get_experiment_by_name(experiment_name)
@@ -48,9 +48,15 @@ def close_stale_trial_run(client: MlflowClient, experiment_name: str):
                 f"and tags.`{TRIAL_TAG}` = '{trial.number}' and attributes.status = 'RUNNING'"
             ),
         )
-        for run in runs:
-            client.set_tag(run.info.run_id, STATE_TAG, "FAIL")
-            client.set_terminated(run.info.run_id, "FAILED")
+        found = {run.info.run_id for run in runs}
+        # a retry reopens its chain's run before it tags it with its own number
+        for key in (search.MLFLOW_RUN, search.CHAIN_RUN):
+            run_id = trial.user_attrs.get(key)
+            if run_id and client.get_run(run_id).info.status == "RUNNING":
+                found.add(run_id)
+        for run_id in found:
+            client.set_tag(run_id, STATE_TAG, "FAIL")
+            client.set_terminated(run_id, "FAILED")
 
     return close
 
@@ -63,8 +69,8 @@ def trial_rows(study: optuna.Study) -> list[dict]:
             **{f"param_{k}": v for k, v in t.params.items()},
             "value": t.value,
             "state": t.state.name,
-            "epochs": len(t.intermediate_values),
-            "mlflow_run_id": t.user_attrs.get("mlflow_run_id", ""),
+            "epochs": search.epochs_trained(t),
+            "mlflow_run_id": t.user_attrs.get(search.MLFLOW_RUN, ""),
         }
         for t in study.get_trials(deepcopy=False)
     ]

@@ -147,6 +147,8 @@ def train(
     """Fine-tune on `train`, evaluate on `validation` each epoch, keep the best epoch;
     continue from `resume_from_checkpoint` (written with `resumable`) when given."""
     set_seed(config.seed)
+    if config.threads:
+        torch.set_num_threads(config.threads)
     model = load_model(model_path, label_names)
     args = training_arguments(config, output_dir, resumable)
     columns = ["input_ids", "attention_mask", "token_type_ids", "label"]

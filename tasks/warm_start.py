@@ -97,8 +97,12 @@ def enqueue_known_configurations(
             best_trials_params(config, config.warm_start_study, config.warm_start_trials)
         ):
             candidates.append((f"{config.warm_start_study} best #{rank + 1}", params))
-    queued = []
+    queued: list[dict] = []
     for source, params in candidates:
+        if len(queued) == config.n_trials:  # more would stay queued after the study ends
+            log.warning("warm start: %s not queued, the study has only %d trials", source,
+                        config.n_trials)  # fmt: skip
+            continue
         fitted = fit_to_space(config, params)
         if fitted is None:
             log.warning("warm start: %s (%s) lies outside the search space", source, params)

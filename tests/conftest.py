@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 import uuid
 from dataclasses import dataclass
 
@@ -108,8 +109,11 @@ class PostgresServer:
     url: str  # without a database name
     control: list[str]  # pg_ctl with this cluster's options, for `restart`
 
-    def restart(self) -> None:
-        subprocess.run([*self.control, "restart"], check=True, capture_output=True)
+    def restart(self, down_seconds: float) -> None:
+        """Stop the server, leave it down for a while, start it again."""
+        subprocess.run([*self.control, "stop"], check=True, capture_output=True)
+        time.sleep(down_seconds)
+        subprocess.run([*self.control, "start"], check=True, capture_output=True)
 
 
 @pytest.fixture(scope="session")

@@ -121,6 +121,19 @@ def test_predict_with_onnx_runtime_only_when_fit(exported, mrpc_dir, precision):
     assert (written["probability"] - expected["score"]).abs().max() < 1e-6
 
 
+def test_predict_onnx_refused_for_an_export_that_failed_parity(exported):
+    """The refusal, whatever this machine measured: the fp32 run's tag set to failed."""
+    tmp_path, runs = exported
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    run_id = runs["fp32"].run_id
+    client.set_tag(run_id, "finetrack.onnx.fit_to_serve", "false")
+    try:
+        with pytest.raises(NoModelError, match=r"failed the parity check \(labels agree on 100"):
+            onnx_export_uri(client, run_id, "onnx v1")
+    finally:
+        client.set_tag(run_id, "finetrack.onnx.fit_to_serve", "true")
+
+
 def test_predict_onnx_refused_without_an_export(tmp_path):
     client = tracking.connect(f"sqlite:///{tmp_path}/mlflow.db")
     with tracking.tracked_run(client, "no-export") as run_id:

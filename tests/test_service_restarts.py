@@ -85,11 +85,12 @@ def test_training_survives_a_tracking_server_restart(mrpc_dir, tmp_path):
 
 
 def test_study_survives_a_database_restart(mrpc_dir, tmp_path, postgres_server, postgres_url):
-    """The worker's connections come back after a PostgreSQL restart in the middle of a
-    trial: the study finishes its trials and nothing is left RUNNING."""
+    """PostgreSQL down for 4 s in the middle of a trial: the missed heartbeats are logged, the
+    connections come back, the trial goes on, the study finishes, nothing is left RUNNING."""
     command = search_command(
         mrpc_dir, tmp_path, "--n-trials", "3", "--finalize", "false",
         "--num-epochs-range", "2,2", "--max-train-samples", "160", "--storage", postgres_url,
+        "--grace-period", "60",  # longer than the outage: the trial is not declared lost
     )  # fmt: skip
     job = subprocess.Popen(
         command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -105,7 +106,7 @@ def test_study_survives_a_database_restart(mrpc_dir, tmp_path, postgres_server, 
                 study = optuna.load_study(study_name="shared", storage=postgres_url)
                 running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
         time.sleep(2)  # inside training
-        postgres_server.restart()
+        postgres_server.restart(down_seconds=4)  # heartbeats every second fail meanwhile
         output, _ = job.communicate(timeout=600)
     finally:
         with contextlib.suppress(ProcessLookupError):
@@ -114,12 +115,10 @@ def test_study_survives_a_database_restart(mrpc_dir, tmp_path, postgres_server, 
     study = optuna.load_study(study_name="shared", storage=postgres_url)
     assert len(study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))) == 3
     assert not study.get_trials(states=(TrialState.RUNNING, TrialState.WAITING))
-    failed = study.get_trials(states=(TrialState.FAIL,))
-    retried = output.count("heartbeat not recorded") + output.count("database unreachable")
-    print(
-        f"database restarted during trial {running[0].number}; failed trials: {len(failed)}; "
-        f"storage calls retried: {retried}"
-    )
+    assert not study.get_trials(states=(TrialState.FAIL,))  # the trial went on
+    missed = output.count("trial heartbeat not recorded")
+    assert missed >= 1, output[-3000:]  # the outage was felt, and lived through
+    print(f"database down 4 s during trial {running[0].number}: {missed} heartbeats missed")
     client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
     runs = client.search_runs([client.get_experiment_by_name("search-test").experiment_id])
     assert not [r for r in runs if r.info.status == "RUNNING"]

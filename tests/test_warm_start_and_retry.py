@@ -140,3 +140,40 @@ def test_resume_point_of_a_retry(tmp_path):
     assert point.reported == {1: pytest.approx(0.7)}  # epoch 2 was not saved: trained again
     (folder / "checkpoint-24").mkdir()  # lost while saving: no trainer state yet
     assert search.resume_point(study, retry, folder).checkpoint == str(checkpoint)
+
+
+def test_a_trial_queued_twice_is_retried_once_and_keeps_its_run(tmp_path):
+    """Stopped (SIGTERM queues a retry) and then found stale (the heartbeat check queues
+    one): one retry, which carries the first attempt's MLflow run."""
+    settings = config(tmp_path, study_name="twice")
+    study = search.open_study(settings, None)
+    lost = lose(study, settings)
+    lost.set_user_attr(search.MLFLOW_RUN, "run-of-the-first-attempt")
+    assert search.enqueue_retry(study, lost, 2)
+    study.tell(lost, state=TrialState.FAIL)
+    assert search.enqueue_retry(study, study.trials[lost.number], 2)
+    (retry,) = study.get_trials(states=(TrialState.WAITING,))
+    assert retry.user_attrs[search.CHAIN_RUN] == "run-of-the-first-attempt"
+    assert search.retried(study, lost)
+
+    # the queued retry counts as claimed for a new trial's surplus check, not for stopping
+    assert search.claimed_before(study, 99, queued=True) == 1
+    assert search.claimed_before(study, 99) == 0
+
+    # a retry lost before it recorded a run of its own still leads to the first attempt's
+    again = lose(study, settings)
+    study.tell(again, state=TrialState.FAIL)
+    search.enqueue_retry(study, again, 2)
+    third = study.ask()
+    folder = search.checkpoints_dir(settings, third)
+    assert search.resume_point(study, third, folder).run_id == "run-of-the-first-attempt"
+
+
+def test_epochs_of_a_retry_count_what_it_trained():
+    resumed = create_trial(
+        params={}, distributions={}, value=0.8,
+        intermediate_values={1: 0.7, 2: 0.8}, user_attrs={search.RESUMED_FROM: 1},
+    )  # fmt: skip
+    fresh = create_trial(params={}, distributions={}, value=0.8, intermediate_values={1: 0.7})
+    assert search.epochs_trained(resumed) == 1
+    assert search.epochs_trained(fresh) == 1
