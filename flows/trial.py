@@ -226,12 +226,23 @@ def finish_study(study: optuna.Study, shared: TrialInputs, poll_seconds: float =
     This process stops taking trials once the finished and running ones make the total, but
     a trial running in another worker may still fail or be lost: wait for those (a lost one
     is found stale and queued again) and run whatever they leave."""
+    n_trials = shared.config.n_trials
+
+    def running() -> list:
+        return study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+
     while True:
-        run_trials(study, shared)
         optuna.storages.fail_stale_trials(study)
-        running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-        if not running and search.finished_count(study) >= shared.config.n_trials:
+        queued = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+        if queued or search.claimed_before(study, sys.maxsize) < n_trials:
+            finished = search.finished_count(study)
+            run_trials(study, shared)
+            if search.finished_count(study) == finished and not running():
+                log.warning("study %s: no trial finished in this pass; %d of %d finished",
+                            study.study_name, finished, n_trials)  # fmt: skip
+                return
+            continue
+        if not running():
             return
-        if running:
-            log.info("waiting for %d trial(s) running in other workers", len(running))
-            time.sleep(poll_seconds)
+        log.info("waiting for %d trial(s) running in other workers", len(running()))
+        time.sleep(poll_seconds)

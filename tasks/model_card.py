@@ -41,6 +41,24 @@ def data_licence(data: LoadedData) -> str:
     return f"Not recorded for {data.source}: check the licence of the data before using the model."
 
 
+SERVED_BY_TORCH = (
+    "This model predicts in bf16 where the hardware computes it natively, else in fp32 "
+    '(`params={"precision": "fp32"}` forces fp32).'
+)
+
+
+def for_onnx(card: str, precision: str, parity: str) -> str:
+    """The card of an ONNX export: how the export predicts, and how it compares with the
+    model the scores above belong to."""
+    served = (
+        f"This is its ONNX Runtime export ({precision}"
+        + (", weights and activations quantised dynamically" if precision == "int8" else "")
+        + "), which predicts on CPU without torch; the scores above are the full model's. "
+        + parity
+    )
+    return card.replace(SERVED_BY_TORCH, served)
+
+
 def render(run: Run, data: LoadedData, results: dict[str, SplitResult]) -> str:
     """Markdown with a YAML header (the base model's licence, where known)."""
     params = run.data.params
@@ -77,11 +95,7 @@ def render(run: Run, data: LoadedData, results: dict[str, SplitResult]) -> str:
             table = _confusion_table(result, data.label_names)
             lines += ["", f"Confusion matrix, {split}:", "", *table]
     precision = "bf16 autocast" if params.get("bf16_active") == "True" else "fp32"
-    lines += [
-        "",
-        f"Scored by `trainer.predict` in {precision}. This model predicts in bf16 where the "
-        'hardware computes it natively, else in fp32 (`params={"precision": "fp32"}` forces fp32).',
-    ]
+    lines += ["", f"Scored by `trainer.predict` in {precision}. {SERVED_BY_TORCH}"]
     lines += ["", "## Training recipe", ""]
     lines += [f"- {name}: {params[name]}" for name in RECIPE if name in params]
     lines += ["", "## Library versions", ""]

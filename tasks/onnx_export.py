@@ -11,13 +11,13 @@ from __future__ import annotations
 import logging
 import tempfile
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
 from mlflow.tracking import MlflowClient
 
-from tasks import tracking
+from tasks import model_card, tracking
 from tasks.evaluation import compute_metrics
 from tasks.registry import Holdout, predict_labels
 
@@ -145,12 +145,18 @@ def log_checked_export(
 ) -> OnnxExport:
     """Export, log as `model_onnx` beside the full model, score both, record the parity
     (metrics `onnx_*`, tags `finetrack.onnx.*` that the predict flow reads)."""
+    card = model_card.for_onnx(package.card, precision, "Its parity: see the run's onnx_* metrics.")
     with tempfile.TemporaryDirectory() as folder:
         exported = export_onnx(package.model, package.tokenizer, Path(folder) / "onnx", precision)
         info = tracking.log_pyfunc_model(
-            client, run_id, "model_onnx", {"onnx": str(exported)}, package, ONNX_REQUIREMENTS
-        )
+            client, run_id, "model_onnx", {"onnx": str(exported)}, replace(package, card=card),
+            ONNX_REQUIREMENTS,
+        )  # fmt: skip
     result = OnnxExport(precision, info.model_uri, parity(full_uri, info.model_uri, holdout))
+    with tempfile.TemporaryDirectory() as folder:  # the card again, with the parity measured
+        card = model_card.for_onnx(package.card, precision, result.describe())
+        (Path(folder) / "README.md").write_text(card, encoding="utf-8")
+        client.log_model_artifacts(info.model_id, folder)
     tracking.log_metrics(client, run_id, result.parity)
     client.set_tag(run_id, "finetrack.onnx.model_uri", result.model_uri)
     client.set_tag(run_id, "finetrack.onnx.fit_to_serve", str(result.fit_to_serve).lower())

@@ -3,6 +3,7 @@ without torch, and used by `predict --runtime onnx` only when it passed."""
 
 import subprocess
 import sys
+from pathlib import Path
 
 import mlflow
 import pandas as pd
@@ -17,6 +18,7 @@ from flows.fine_tune import fine_tune
 from flows.predict import predict
 from tasks import tracking
 from tasks.config import FineTuneConfig, PredictConfig
+from tasks.model_card import SERVED_BY_TORCH
 from tasks.onnx_export import MAX_ACCURACY_DROP, MIN_LABEL_AGREEMENT
 from tasks.prediction import NoModelError, onnx_export_uri
 
@@ -42,6 +44,14 @@ def exported(mrpc_dir, tmp_path_factory):
             )
             runs[precision] = fine_tune(config)
         yield tmp_path, runs
+
+
+def card(client: MlflowClient, model_uri: str, folder) -> str:
+    """A logged model's README.md, downloaded from its artifact location."""
+    location = client.get_logged_model(model_uri.removeprefix("models:/")).artifact_location
+    folder.mkdir(parents=True)
+    path = mlflow.artifacts.download_artifacts(f"{location}/README.md", dst_path=str(folder))
+    return Path(path).read_text()
 
 
 @pytest.mark.parametrize("precision", ["fp32", "int8"])
@@ -73,6 +83,12 @@ def test_recorded_parity_is_a_rescoring_of_both_models(exported, mrpc_dir, preci
     assert run.data.tags["finetrack.onnx.fit_to_serve"] == str(fit).lower()
     assert result.onnx.fit_to_serve == fit
     assert f"{agreement:.2%}" in run.data.tags["mlflow.note.content"]
+    # each model's card says how that model predicts; the export's gives its parity
+    full_card = card(client, result.model_uri, tmp_path / precision / "full")
+    onnx_card = card(client, onnx_uri, tmp_path / precision / "onnx")
+    assert SERVED_BY_TORCH in full_card and SERVED_BY_TORCH not in onnx_card
+    assert f"ONNX Runtime export ({precision}" in onnx_card
+    assert f"on {agreement:.2%} of the validation rows" in onnx_card
 
 
 def test_fp32_export_gives_the_full_models_fp32_scores(exported, mrpc_dir):
