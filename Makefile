@@ -46,6 +46,8 @@ bench: install
 	$(PY) -m bench.tokenization_cache --data-dir $(DATA)
 	$(PY) -m bench.overhead --data-dir $(DATA)
 	$(PY) -m bench.training_speed --data-dir $(DATA)
+	$(PY) -m bench.step_speed --data-dir $(DATA)
+	$(PY) -m bench.speedup --data-dir $(DATA)
 	$(PY) -m bench.scaling --data-dir $(DATA)
 	$(PY) -m bench.prediction_speed --data-dir $(DATA)
 	$(PY) -m bench.parallel_search --data-dir $(DATA)

@@ -64,7 +64,9 @@ def summarise(work: Path, parallelism: int, seconds: float) -> dict:
         "parallelism": parallelism,
         "wall_seconds": round(seconds, 1),
         "finished_trials": len(study.get_trials(states=(TrialState.COMPLETE,))),
-        "epochs_trained": sum(search.epochs_trained(t) for t in study.trials),
+        "epochs_trained": sum(
+            search.epochs_trained(t, search.reports_per_epoch(study)) for t in study.trials
+        ),
         "best_value": study.best_value,
         "mlflow_runs": len(runs),
         "mlflow_runs_left_running": sum(r.info.status == "RUNNING" for r in runs),

@@ -21,13 +21,14 @@ METRICS = ("validation_accuracy", "validation_f1", "test_accuracy", "test_f1")
 def search_pruning(data: dict) -> list[str]:
     studies = data["studies"]
     baseline = studies[-1]
+    extra = f" (study arguments: {' '.join(a)})" if (a := data.get("arguments")) else ""
     lines = [
-        f"### Search: {data['n_trials']} trials with and without pruning"
+        f"### Search: {data['n_trials']} trials with and without pruning{extra}"
         + (" (studies run at the same time)" if data.get("parallel") else ""),
         "",
-        "| pruner | best validation F1 | Δ F1 vs none (points) | epochs trained | "
-        "epochs vs none | pruned trials | wall s | best params |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| pruner | reports per epoch | best validation F1 | Δ F1 vs none (points) | "
+        "epochs trained | epochs vs none | pruned trials | wall s | best params |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for study in studies:
         params = ", ".join(
@@ -35,9 +36,10 @@ def search_pruning(data: dict) -> list[str]:
             for k, v in study["best_params"].items()
         )
         lines.append(
-            f"| {study['pruner']} | {study['best_validation_f1']:.4f} | "
+            f"| {study['pruner']} | {study.get('reports_per_epoch', 1)} | "
+            f"{study['best_validation_f1']:.4f} | "
             f"{100 * (study['best_validation_f1'] - baseline['best_validation_f1']):+.2f} | "
-            f"{study['epochs_trained']} | "
+            f"{study['epochs_trained']:g} | "
             f"{study['epochs_trained'] / baseline['epochs_trained']:.0%} | "
             f"{study['pruned_trials']} | {study['wall_seconds']:.0f} | {params} |"
         )
@@ -154,6 +156,59 @@ def training_speed(data: dict) -> list[str]:
     return lines
 
 
+def speedup(data: dict) -> list[str]:
+    settings, bare, flow = data["settings"], data["bare"], data["flow"]
+    recipe = ", ".join(f"{k} {v}" for k, v in settings["flow_recipe"].items())
+    where = " with AVX2-only kernels (emulated, flow bf16 off)" if settings["emulate_avx2"] else ""
+    scope = f", first {n} train rows" if (n := settings["max_train_samples"]) else ""
+    lines = [
+        f"### Speed-up: the fine-tune flow's defaults vs the seed's bare fp32 script{where}, "
+        f"seeds {', '.join(map(str, settings['seeds']))}{scope}, back to back",
+        "",
+        "| | wall s (whole process) | train samples/s | validation accuracy | validation F1 |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for name, row in (("bare fp32 seed recipe", bare), (f"finetrack flow ({recipe})", flow)):
+        lines.append(
+            f"| {name} | {_mean_std(row['wall_seconds'], 1)} | "
+            f"{_mean_std(row['train_samples_per_second'], 2)} | "
+            f"{_mean_std(row['validation_accuracy'], 4)} | {_mean_std(row['validation_f1'], 4)} |"
+        )
+    ratio = bare["wall_seconds"]["mean"] / flow["wall_seconds"]["mean"]
+    delta = 100 * (flow["validation_accuracy"]["mean"] - bare["validation_accuracy"]["mean"])
+    per_seed = ", ".join(
+        f"{b['seed']}: {b['wall_seconds'] / f['wall_seconds']:.2f}x"
+        for b, f in zip(bare["runs"], flow["runs"], strict=True)
+    )
+    return [
+        *lines,
+        "",
+        f"Speed-up (mean bare wall / mean flow wall): {ratio:.2f}x (per seed {per_seed}); "
+        f"validation accuracy {delta:+.2f} points vs the bare script (mean over seeds).",
+    ]
+
+
+def step_speed(data: dict) -> list[str]:
+    settings, variants = data["settings"], data["variants"]
+    first = next(iter(variants.values()))
+    lines = [
+        f"### Training-step speed of the ideas (first {settings['rows']} MRPC train rows in "
+        f"length-grouped batches, {settings['steps']} steps after {settings['warmup']}, "
+        f"bf16 {'on' if settings['bf16'] else 'off'}, fused AdamW, one process)",
+        "",
+        "| variant | train samples/s | vs batch 8 | warm-up s | forward | backward | optimizer |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for name, row in variants.items():
+        lines.append(
+            f"| {name} | {row['samples_per_second']:.1f} | "
+            f"{row['samples_per_second'] / first['samples_per_second']:.2f} x | "
+            f"{row['warmup_seconds']:.1f} | {row['forward_share']:.0%} | "
+            f"{row['backward_share']:.0%} | {row['optimizer_share']:.0%} |"
+        )
+    return lines
+
+
 def pooled_accuracy(runs: list[dict]) -> list[str]:
     """Validation accuracy of every run of each config above, pooled: one run's three seeds
     are too few to tell a one-point effect from noise."""
@@ -257,6 +312,8 @@ RENDERERS = {  # file stem -> renderer; a folder may hold several runs: STEM-1.j
     "quality": quality,
     "prediction_speed": prediction_speed,
     "parallel_search": parallel_search,
+    "speedup": speedup,
+    "step_speed": step_speed,
 }
 
 

@@ -1,8 +1,11 @@
 """Benchmark: the same Optuna study with and without pruning (same seed, same space).
 
 Prints, for each pruner, the best validation F1, the epochs trained over all trials and the
-wall time, side by side, and writes them to bench/results/search_pruning.json. Arguments
-after `--` go to every study's command line (e.g. `-- --model-name-or-path DIR`).
+wall time, side by side, and writes them to bench/results/search_pruning.json. A pruner
+named `median/1` is the median pruner with one report per epoch (`--reports-per-epoch 1`);
+a bare name uses the search's default. Epochs trained count up to each trial's last report,
+so a trial pruned half-way through an epoch adds 0.5. Arguments after `--` go to every
+study's command line (e.g. `-- --model-name-or-path DIR`).
 
     .venv/bin/python bench/search_pruning.py --data-dir ../shared/data/mrpc            # full
     .venv/bin/python bench/search_pruning.py --data-dir ../shared/data/mrpc --smoke    # tiny
@@ -22,32 +25,43 @@ from optuna.trial import TrialState
 
 from bench import report
 from bench.common import RESULTS, run_flows, save
+from tasks import search
 
 SMOKE = ["--max-train-samples", "64", "--max-eval-samples", "32", "--num-epochs-range", "1,2"]
 
 
-def study_command(data_dir: Path, workdir: Path, pruner: str, args) -> list[str]:
+def slug(variant: str) -> str:
+    return variant.replace("/", "-")
+
+
+def study_command(data_dir: Path, workdir: Path, variant: str, args) -> list[str]:
+    pruner, _, per_epoch = variant.partition("/")
+    name = slug(variant)
     return [
         "--data-dir", str(data_dir),
-        "--study-name", f"bench-{pruner}", "--storage", f"sqlite:///{workdir}/optuna-{pruner}.db",
-        "--tracking-uri", f"sqlite:///{workdir}/mlflow-{pruner}.db",
+        "--study-name", f"bench-{name}", "--storage", f"sqlite:///{workdir}/optuna-{name}.db",
+        "--tracking-uri", f"sqlite:///{workdir}/mlflow-{name}.db",
         "--experiment-name", "bench-search",
-        "--output-dir", str(workdir / f"outputs-{pruner}"), "--cache-dir", str(workdir / "cache"),
+        "--output-dir", str(workdir / f"outputs-{name}"), "--cache-dir", str(workdir / "cache"),
         "--n-trials", str(args.n_trials), "--pruner", pruner, "--finalize", "false",
+        *(["--reports-per-epoch", per_epoch] if per_epoch else []),
         *(SMOKE if args.smoke else []), *args.extra,
     ]  # fmt: skip
 
 
-def summarise(workdir: Path, pruner: str, seconds: float) -> dict:
+def summarise(workdir: Path, variant: str, seconds: float) -> dict:
+    name = slug(variant)
     study = optuna.load_study(
-        study_name=f"bench-{pruner}", storage=f"sqlite:///{workdir}/optuna-{pruner}.db"
+        study_name=f"bench-{name}", storage=f"sqlite:///{workdir}/optuna-{name}.db"
     )
+    per_epoch = search.reports_per_epoch(study)
     trials = study.get_trials(deepcopy=False)
     return {
-        "pruner": pruner,
+        "pruner": variant,
+        "reports_per_epoch": per_epoch,
         "best_validation_f1": study.best_value,
         "best_params": study.best_params,
-        "epochs_trained": sum(len(t.intermediate_values) for t in trials),
+        "epochs_trained": sum(search.epochs_trained(t, per_epoch) for t in trials),
         "pruned_trials": sum(t.state == TrialState.PRUNED for t in trials),
         "wall_seconds": seconds,
         "trials": [
@@ -55,7 +69,7 @@ def summarise(workdir: Path, pruner: str, seconds: float) -> dict:
                 "number": t.number,
                 "params": t.params,
                 "state": t.state.name,
-                "f1_per_epoch": [t.intermediate_values[k] for k in sorted(t.intermediate_values)],
+                "f1_per_report": [t.intermediate_values[k] for k in sorted(t.intermediate_values)],
             }
             for t in trials
         ],
@@ -74,7 +88,7 @@ def main() -> None:
     parser.add_argument("--data-dir", type=Path, required=True)
     parser.add_argument("--n-trials", type=int, default=8)
     parser.add_argument(
-        "--pruners", default="median,hyperband,none", help="the last is the baseline"
+        "--pruners", default="median,median/1,hyperband,none", help="the last is the baseline"
     )
     parser.add_argument("--smoke", action="store_true", help="tiny slice, 1-2 epochs")
     parser.add_argument("--parallel", action="store_true", help="run the studies at once")
@@ -83,11 +97,15 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
         rows = run_studies(args, Path(folder))
-    results = {"n_trials": args.n_trials, "parallel": args.parallel, "studies": rows}
+    results = {
+        "n_trials": args.n_trials,
+        "parallel": args.parallel,
+        "arguments": [*(SMOKE if args.smoke else []), *args.extra],
+        "studies": rows,
+    }
     print("\n".join(report.search_pruning(results)))
-    name = "search_pruning_smoke.json" if args.smoke else "search_pruning.json"
     save(
-        name, {"n_trials": args.n_trials, "parallel": args.parallel, "studies": rows}, args.results
+        "search_pruning_smoke.json" if args.smoke else "search_pruning.json", results, args.results
     )
 
 

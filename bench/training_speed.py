@@ -40,10 +40,10 @@ def skip_reason(config: str) -> str | None:
     return None
 
 
-def summarise(runs: list[dict]) -> dict:
+def summarise(runs: list[dict], keys: tuple[str, ...] = MEASURED) -> dict:
     """Mean and (with several seeds) standard deviation of each measured figure."""
     stats = {}
-    for key in MEASURED:
+    for key in keys:
         values = [run[key] for run in runs]
         spread = statistics.stdev(values) if len(values) > 1 else None
         stats[key] = {"mean": statistics.fmean(values), "std": spread}

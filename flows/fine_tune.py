@@ -74,7 +74,9 @@ def _flow_run_name() -> str:
         config = config.model_dump()
     source = str(config.get("data_dir") or config.get("hub_dataset") or "glue/mrpc")
     name = source.rstrip("/").rsplit("/", 1)[-1]
-    learning_rate, epochs = config.get("learning_rate", 5e-5), config.get("num_epochs", 3)
+    defaults = FineTuneConfig.model_fields
+    learning_rate = config.get("learning_rate", defaults["learning_rate"].default)
+    epochs = config.get("num_epochs", defaults["num_epochs"].default)
     return f"fine-tune-{name}-lr{learning_rate:g}-ep{epochs}"
 
 

@@ -38,9 +38,9 @@ class SurplusTrial(Exception):
 
 @dataclass
 class TrialOutcome:
-    value: float
+    value: float | None  # None: pruned before its first epoch ended
     state: str  # COMPLETE or PRUNED
-    epochs_trained: int
+    epochs_trained: float
 
 
 @dataclass
@@ -115,8 +115,10 @@ def run_trial(trial: optuna.Trial, shared: TrialInputs) -> TrialOutcome:
             log.info("trial %d resumes from epoch %d (%s)", number, resume.epoch, resume.checkpoint)
             params_logged = {f"retry_{number}_of": trial.user_attrs[search.RETRY_OF]}
         tracking.log_params(client, run_id, params_logged)
-        pruning = search.PruningCallback(trial, config.train.objective_metric)
-        pruning.epochs_done = resume.epoch if resume else 0
+        pruning = search.PruningCallback(
+            trial, config.train.objective_metric, search.reports_per_epoch(trial.study),
+            start_epoch=resume.epoch if resume else 0,
+        )  # fmt: skip
         try:
             result = train(
                 trial_config, shared.model_path, shared.tokenizer, shared.tokenized.datasets,
@@ -137,15 +139,19 @@ def run_trial(trial: optuna.Trial, shared: TrialInputs) -> TrialOutcome:
         values = {round(row["epoch"]): row[objective] for row in result.history if objective in row}
         state = "PRUNED" if pruning.pruned_at is not None else "COMPLETE"
         client.set_tag(run_id, STATE_TAG, state)
-        description = trial_description(number, params, state, objective, values)
+        description = trial_description(
+            number, params, state, objective, values, pruning.epochs_done
+        )
         if resume:
             description += (
                 f" Retry of trial {trial.user_attrs[search.RETRY_OF]}, whose worker was lost: "
                 f"resumed from epoch {resume.epoch}."
             )
         tracking.describe(client, run_id, description)
-        best = max(values.values())
-        metrics = {f"best_{objective}": best, "epochs_trained": pruning.epochs_done}
+        best = max(values.values(), default=None)
+        metrics = {"epochs_trained": pruning.epochs_done}
+        if values:
+            metrics[f"best_{objective}"] = best
         tracking.log_metrics(client, run_id, metrics)
     return TrialOutcome(best, state, pruning.epochs_done)
 
@@ -163,7 +169,7 @@ def objective_function(study: optuna.Study, shared: TrialInputs):
         except TerminationSignal as stop:  # Optuna marks FAIL on KeyboardInterrupt only
             raise KeyboardInterrupt(f"signal {stop.signal}") from stop
         if outcome.state == "PRUNED":
-            raise optuna.TrialPruned(f"pruned after epoch {outcome.epochs_trained}")
+            raise optuna.TrialPruned(f"pruned after {outcome.epochs_trained:g} epoch(s)")
         return outcome.value
 
     return objective

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import time
 import warnings
@@ -20,10 +21,10 @@ from typing import TypeVar
 import optuna
 import sqlalchemy.exc
 from optuna.trial import FrozenTrial, TrialState
-from transformers import TrainerCallback
 
 from tasks.config import ConfigError, FineTuneConfig, SearchConfig
 from tasks.tracking import sqlite_creation_lock
+from tasks.train import TrainerAware
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -33,6 +34,7 @@ COUNTED = (TrialState.COMPLETE, TrialState.PRUNED)
 SPACE_ATTR = "finetrack_space"
 STUDY_RUN_ATTR = "mlflow_parent_run_id"  # the study's MLflow run, parent of every trial run
 OBJECTIVE_ATTR = "finetrack_objective"
+REPORTS_ATTR = "finetrack_reports_per_epoch"  # Optuna steps per epoch in this study
 # user attributes of a trial run again after its worker was lost
 RETRY_OF = "finetrack_retry_of"  # the number of the lost trial
 ORIGIN = "finetrack_origin"  # the first trial of the chain: its checkpoints and MLflow run
@@ -117,12 +119,14 @@ def make_sampler(config: SearchConfig) -> optuna.samplers.BaseSampler:
 
 
 def make_pruner(config: SearchConfig) -> optuna.pruners.BasePruner:
-    """Pruner acting on the validation metric reported after every epoch."""
+    """Pruner acting on the validation metric, reported `reports_per_epoch` times an epoch:
+    its steps are fractions of an epoch (step 1 = the first report)."""
     if config.pruner == "median":
         return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0)
     if config.pruner == "hyperband":
+        steps = config.num_epochs_range.high * config.reports_per_epoch
         return optuna.pruners.HyperbandPruner(
-            min_resource=1, max_resource=config.num_epochs_range.high, reduction_factor=3
+            min_resource=1, max_resource=steps, reduction_factor=3
         )
     return optuna.pruners.NopPruner()
 
@@ -158,7 +162,26 @@ def open_study(
             "would not compare; use another study name (or --force)"
         )
     study.set_user_attr(OBJECTIVE_ATTR, objective)
+    kept = study.user_attrs.get(REPORTS_ATTR, 1 if study.trials else None)  # older: per epoch
+    if kept not in (None, config.reports_per_epoch) and not force:
+        raise ConfigError(
+            f"study {config.study_name!r} reports {kept} time(s) per epoch, not "
+            f"{config.reports_per_epoch}: its pruner would compare different points of "
+            f"training; use --reports-per-epoch {kept}, another study name (or --force)"
+        )
+    study.set_user_attr(REPORTS_ATTR, config.reports_per_epoch)
     return study
+
+
+def reports_per_epoch(study: optuna.Study) -> int:
+    """Optuna steps per epoch in this study (1 in studies from before sub-epoch reports)."""
+    return int(study.user_attrs.get(REPORTS_ATTR, 1))
+
+
+def epoch_values(trial: FrozenTrial, per_epoch: int) -> dict[int, float]:
+    """The objective the trial reported at each epoch's end, by epoch."""
+    values = trial.intermediate_values.items()
+    return {step // per_epoch: value for step, value in values if step % per_epoch == 0}
 
 
 def suggest(trial: optuna.Trial, config: SearchConfig) -> dict[str, float | int]:
@@ -237,7 +260,8 @@ def resume_point(study: optuna.Study, trial: optuna.Trial, folder: Path) -> Resu
     lost = study.get_trials(deepcopy=False)[trial.user_attrs[RETRY_OF]]  # numbered from 0
     checkpoint, epoch = last_complete_checkpoint(folder)
     # the lost attempt reported its predecessors' epochs again: it holds the whole chain's
-    reported = {step: v for step, v in lost.intermediate_values.items() if step <= epoch}
+    last = epoch * reports_per_epoch(study)
+    reported = {step: v for step, v in lost.intermediate_values.items() if step <= last}
     run_id = trial.user_attrs.get(CHAIN_RUN) or lost.user_attrs.get(MLFLOW_RUN)
     return ResumePoint(run_id, checkpoint, epoch, reported)
 
@@ -266,9 +290,11 @@ def claimed_before(study: optuna.Study, number: int, queued: bool = False) -> in
     return sum(1 for t in study.get_trials(deepcopy=False, states=states) if t.number < number)
 
 
-def epochs_trained(trial: FrozenTrial) -> int:
-    """Epochs this attempt trained: a retry re-reports the epochs it resumed after."""
-    return len(trial.intermediate_values) - int(trial.user_attrs.get(RESUMED_FROM, 0))
+def epochs_trained(trial: FrozenTrial, per_epoch: int) -> float:
+    """Epochs this attempt trained, up to its last report (a pruned trial may stop within an
+    epoch): a retry re-reports the epochs it resumed after."""
+    reached = max(trial.intermediate_values, default=0) / per_epoch
+    return reached - int(trial.user_attrs.get(RESUMED_FROM, 0))
 
 
 def finished_count(study: optuna.Study) -> int:
@@ -276,25 +302,53 @@ def finished_count(study: optuna.Study) -> int:
     return len(study.get_trials(deepcopy=False, states=COUNTED))
 
 
-class PruningCallback(TrainerCallback):
-    """Reports the validation metric after each epoch; stops training when Optuna prunes."""
+class PruningCallback(TrainerAware):
+    """Reports the validation metric `per_epoch` times an epoch to Optuna (step = how many
+    of those points training has passed) and stops training when Optuna prunes.
 
-    def __init__(self, trial: optuna.Trial, objective: str):
+    The epoch's end is the Trainer's own evaluation; the points within an epoch are extra
+    evaluations (`probe_*` in the Trainer's log), which only the pruner sees: the best
+    checkpoint, the trial's value and the MLflow record stay per epoch. Without a pruner
+    (`NopPruner`) nobody reads them, and they are skipped.
+    """
+
+    def __init__(self, trial: optuna.Trial, objective: str, per_epoch: int, start_epoch: int = 0):
         self.trial = trial
-        self.metric = f"eval_{objective}"
-        self.pruned_at: int | None = None
-        self.epochs_done = 0
+        self.objective = objective
+        self.per_epoch = per_epoch
+        self.pruned_at: float | None = None
+        self.epochs_done: float = start_epoch
+        self.probing = per_epoch > 1 and not isinstance(
+            trial.study.pruner, optuna.pruners.NopPruner
+        )
 
-    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
-        if not metrics or self.metric not in metrics:
-            return
-        self.epochs_done = round(state.epoch or 0)
-        value = float(metrics[self.metric])
-        with_db_retries(lambda: self.trial.report(value, step=self.epochs_done))
+    def _report(self, value: float, epoch: float, control) -> None:
+        self.epochs_done = epoch
+        step = round(epoch * self.per_epoch)
+        with_db_retries(lambda: self.trial.report(value, step=step))
         if with_db_retries(self.trial.should_prune):
-            self.pruned_at = self.epochs_done
+            self.pruned_at = epoch
             control.should_training_stop = True
             control.should_save = False
+
+    def on_step_end(self, args, state, control, **kwargs):
+        point = math.floor((state.epoch or 0) * self.per_epoch + 1e-9)
+        if (
+            not self.probing
+            or point % self.per_epoch == 0
+            or point <= self.epochs_done * self.per_epoch
+        ):
+            return  # an epoch's end (evaluated by the Trainer), or reported already
+        metrics = self.trainer.evaluate(metric_key_prefix="probe")
+        self._report(float(metrics[f"probe_{self.objective}"]), point / self.per_epoch, control)
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        if metrics and f"eval_{self.objective}" in metrics:
+            self._report(float(metrics[f"eval_{self.objective}"]), round(state.epoch), control)
+
+    def on_epoch_end(self, args, state, control, **kwargs):
+        if self.pruned_at is not None:  # stopped within the epoch: nothing more to do in it
+            control.should_evaluate = control.should_save = control.should_log = False
 
 
 def top_configurations(study: optuna.Study, k: int) -> list[FrozenTrial]:

@@ -18,17 +18,17 @@ STATE_TAG = "finetrack.trial_state"
 
 
 def trial_description(
-    number: int, params: dict, state: str, objective: str, values: dict[int, float]
+    number: int, params: dict, state: str, objective: str, values: dict[int, float], epochs: float
 ) -> str:
-    """A trial run's description: what it tried and how it ended."""
+    """A trial run's description: what it tried, how it ended, its epoch-end scores."""
     tried = ", ".join(f"{name} {value:.3g}" for name, value in params.items())
+    ending = f"pruned after {epochs:g} epoch(s)" if state == "PRUNED" else state.lower()
     if not values:
-        return f"Trial {number}: {tried}; {state} before its first evaluation."
+        return f"Trial {number}: {tried}; {ending}, before its first epoch ended."
     best = max(values, key=values.get)
-    ending = f"pruned after epoch {max(values)}" if state == "PRUNED" else state.lower()
     return (
         f"Trial {number}: {tried}; {ending}. Best {objective} {values[best]:.4f} "
-        f"at epoch {best} of {len(values)} trained."
+        f"at epoch {best} of {len(values)} evaluated."
     )
 
 
@@ -63,13 +63,14 @@ def close_stale_trial_run(client: MlflowClient, experiment_name: str):
 
 def trial_rows(study: optuna.Study) -> list[dict]:
     """One row per trial: params, value, state, epochs, MLflow run id."""
+    per_epoch = search.reports_per_epoch(study)
     return [
         {
             "number": t.number,
             **{f"param_{k}": v for k, v in t.params.items()},
             "value": t.value,
             "state": t.state.name,
-            "epochs": search.epochs_trained(t),
+            "epochs": search.epochs_trained(t, per_epoch),
             "mlflow_run_id": t.user_attrs.get(search.MLFLOW_RUN, ""),
         }
         for t in study.get_trials(deepcopy=False)

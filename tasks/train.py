@@ -122,6 +122,13 @@ class TrainingProgress(ProgressCallback):
             self.training_bar.write(f"{epoch}: " + ", ".join(parts))
 
 
+class TrainerAware(TrainerCallback):
+    """A callback that needs the Trainer itself (e.g. to evaluate between epochs): `train`
+    hands it over once the Trainer exists."""
+
+    trainer: Trainer | None = None
+
+
 @dataclass
 class TrainResult:
     """The trained Trainer (best checkpoint loaded) and what training measured."""
@@ -167,6 +174,9 @@ def train(
         compute_metrics=trainer_metrics(len(label_names)),
         callbacks=callbacks or [],
     )
+    for callback in callbacks or []:
+        if isinstance(callback, TrainerAware):
+            callback.trainer = trainer
     if not args.disable_tqdm:
         trainer.remove_callback(ProgressCallback)
         trainer.add_callback(TrainingProgress)

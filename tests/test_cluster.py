@@ -76,9 +76,8 @@ def lose_a_machine_mid_trial(search_run, workers, storage: str, tmp_path) -> str
             continue
         for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             folder = tmp_path / "shared-checkpoints" / f"cluster-trial-{trial.number}"
-            if 1 in trial.intermediate_values and any(
-                folder.glob("checkpoint-*/trainer_state.json")
-            ):
+            epochs = search.epoch_values(trial, search.reports_per_epoch(study))
+            if 1 in epochs and any(folder.glob("checkpoint-*/trainer_state.json")):
                 victim = trial
                 break
     flow_run_id = victim.user_attrs[search.FLOW_RUN]

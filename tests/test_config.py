@@ -6,10 +6,10 @@ from flows.cli import build_config, parser
 from tasks.config import ConfigError, FineTuneConfig, validated
 
 
-def test_defaults_are_the_seed_recipe():
+def test_defaults_are_the_seed_recipe_with_four_times_the_batch():
     config = FineTuneConfig()
-    assert config.learning_rate == 5e-5
-    assert config.batch_size == 8
+    assert config.learning_rate == 1e-4  # the seed's 5e-5, scaled by sqrt(32 / 8)
+    assert config.batch_size == 32
     assert config.num_epochs == 3
     assert config.weight_decay == 0.0
     assert config.seed == 42

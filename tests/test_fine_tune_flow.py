@@ -33,8 +33,8 @@ def test_flow_records_a_complete_run(mrpc_dir, tmp_path):
     run = client.get_run(summary.run_id)
     assert run.info.status == "FINISHED"
     params = run.data.params
-    assert params["learning_rate"] == "5e-05"
-    assert params["batch_size"] == "8"
+    assert params["learning_rate"] == "0.0001"
+    assert params["batch_size"] == "32"
     assert params["data_fingerprint"] == summary.data_fingerprint
     assert "transformers_version" in params and "torch_version" in params
 

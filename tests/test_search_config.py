@@ -97,3 +97,20 @@ def test_retrain_by_search_refuses_settings_the_search_sets():
         validated(RetrainConfig, {"hyperparameters": "search", "train": {"learning_rate": 3e-5}})
     kept = validated(RetrainConfig, {"hyperparameters": "config", "train": {"learning_rate": 3e-5}})
     assert kept.train.learning_rate == 3e-5
+
+
+def test_study_keeps_its_reports_per_epoch(tmp_path):
+    import optuna
+
+    storage = f"sqlite:///{tmp_path}/optuna.db"
+    halves = open_study(SearchConfig(storage=storage, study_name="r"))
+    assert halves.user_attrs["finetrack_reports_per_epoch"] == 2  # the default
+    with pytest.raises(ConfigError, match="reports 2 time\\(s\\) per epoch, not 1"):
+        open_study(SearchConfig(storage=storage, study_name="r", reports_per_epoch=1))
+    # a study from before sub-epoch reports: trials, no attribute; its steps were epochs
+    older = optuna.create_study(study_name="old", storage=storage, direction="maximize")
+    older.add_trial(optuna.trial.create_trial(value=0.8, intermediate_values={1: 0.8}))
+    with pytest.raises(ConfigError, match="reports 1 time\\(s\\) per epoch, not 2"):
+        open_study(SearchConfig(storage=storage, study_name="old"))
+    kept = open_study(SearchConfig(storage=storage, study_name="old", reports_per_epoch=1))
+    assert kept.user_attrs["finetrack_reports_per_epoch"] == 1

@@ -109,7 +109,8 @@ def test_trial_values_are_the_best_epoch_in_their_runs(tiny_study):
         run_id = runs[trial.number].info.run_id
         history = client.get_metric_history(run_id, "eval_accuracy")  # the objective
         assert trial.value == max(m.value for m in history)
-        assert trial.intermediate_values == {m.step: m.value for m in history}
+        per_epoch = search.reports_per_epoch(study)
+        assert search.epoch_values(trial, per_epoch) == {m.step: m.value for m in history}
 
 
 def test_search_trials_artifact_matches_optuna_and_mlflow(tiny_study):
@@ -126,7 +127,7 @@ def test_search_trials_artifact_matches_optuna_and_mlflow(tiny_study):
         trial = study.trials[row["number"]]
         assert row["value"] == trial.value and row["state"] == trial.state.name
         assert row["param_learning_rate"] == trial.params["learning_rate"]
-        assert row["epochs"] == len(trial.intermediate_values)
+        assert row["epochs"] == trial.params["num_epochs"]  # every trial completed
         assert row["mlflow_run_id"] == runs[str(row["number"])]
 
 
@@ -196,13 +197,26 @@ def test_mlflow_ui_shows_the_study(tiny_study, tmp_path):
     assert all((tmp_path / name).stat().st_size > 10_000 for name in shots)
 
 
-def test_pruned_trial_stops_at_once(mrpc_dir, tmp_path, prefect_backend, monkeypatch):
-    # F1 never exceeds 1, so this pruner prunes at the first report (after epoch 1).
+def on_64_rows(config: SearchConfig) -> SearchConfig:
+    """Two training steps per epoch at the default batch size: room for a report within it."""
+    config.train = config.train.with_settings(max_train_samples=64)
+    return config
+
+
+@pytest.mark.parametrize(("per_epoch", "epochs", "losses"), [(2, 0.5, []), (1, 1, [1])])
+def test_pruned_trial_stops_at_its_first_report(
+    mrpc_dir, tmp_path, prefect_backend, monkeypatch, per_epoch, epochs, losses
+):
+    # F1 never exceeds 1, so this pruner prunes at the first report: half-way through epoch
+    # 1 with two reports per epoch (the default), at its end with one
     monkeypatch.setattr(
         search, "make_pruner", lambda config: optuna.pruners.ThresholdPruner(upper=-1.0)
     )
-    config = tiny_search(mrpc_dir, tmp_path, n_trials=1, num_epochs_range=IntRange(low=3, high=3))
-    summary = search_flow(config)
+    config = tiny_search(
+        mrpc_dir, tmp_path, n_trials=1, num_epochs_range=IntRange(low=3, high=3),
+        reports_per_epoch=per_epoch,
+    )  # fmt: skip
+    summary = search_flow(on_64_rows(config))
 
     study = optuna.load_study(study_name="tiny", storage=config.storage)
     (trial,) = study.trials
@@ -211,9 +225,36 @@ def test_pruned_trial_stops_at_once(mrpc_dir, tmp_path, prefect_backend, monkeyp
     client = MlflowClient(config.train.tracking_uri)
     (run,) = child_runs(client, summary["parent_run_id"])
     assert run.data.tags[STATE_TAG] == "PRUNED"
-    assert run.data.metrics["epochs_trained"] == 1
-    assert [m.step for m in client.get_metric_history(run.info.run_id, "train_loss")] == [1]
+    assert run.data.metrics["epochs_trained"] == epochs
+    assert f"pruned after {epochs:g} epoch(s)" in run.data.tags["mlflow.note.content"]
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "train_loss")] == losses
     assert summary["winner"] is None
+
+
+def test_reports_within_epochs_leave_the_epoch_record_alone(
+    mrpc_dir, tmp_path, prefect_backend, monkeypatch
+):
+    # a pruner that listens to every report and never prunes
+    monkeypatch.setattr(
+        search, "make_pruner", lambda config: optuna.pruners.ThresholdPruner(lower=-1.0)
+    )
+    config = tiny_search(mrpc_dir, tmp_path, n_trials=1, num_epochs_range=IntRange(low=2, high=2))
+    summary = search_flow(on_64_rows(config))
+
+    (trial,) = optuna.load_study(study_name="tiny", storage=config.storage).trials
+    assert trial.state == TrialState.COMPLETE
+    assert sorted(trial.intermediate_values) == [1, 2, 3, 4]  # two reports in each epoch
+    assert all(0 <= value <= 1 for value in trial.intermediate_values.values())
+    client = MlflowClient(config.train.tracking_uri)
+    (run,) = child_runs(client, summary["parent_run_id"])
+    history = client.get_metric_history(run.info.run_id, "eval_f1")
+    assert [m.step for m in history] == [1, 2]  # the epochs' own evaluations only
+    assert {2 * m.step: m.value for m in history} == {
+        step: trial.intermediate_values[step] for step in (2, 4)
+    }
+    assert trial.value == max(m.value for m in history)
+    assert run.data.metrics["epochs_trained"] == 2
+    assert not [key for key in run.data.metrics if key.startswith("probe")]
 
 
 def search_command(mrpc_dir: Path, tmp_path: Path, *extra: str) -> list[str]:
@@ -315,7 +356,11 @@ def test_killed_trial_resumes_from_its_epoch_checkpoint(mrpc_dir, tmp_path):
     (retry,) = [t for t in study.trials if t.user_attrs.get(search.RETRY_OF) == killed.number]
     assert retry.state == TrialState.COMPLETE and retry.params == killed.params
     assert retry.user_attrs[search.RESUMED_FROM] == 1
-    assert retry.intermediate_values[1] == killed.intermediate_values[1]  # not trained again
+    per_epoch = search.reports_per_epoch(study)
+    first_epoch = {s: v for s, v in killed.intermediate_values.items() if s <= per_epoch}
+    assert first_epoch and all(  # not trained again: reported as the lost attempt had
+        retry.intermediate_values[step] == value for step, value in first_epoch.items()
+    )
     assert len(study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))) == 3
     client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
     experiment = client.get_experiment_by_name("search-test")
@@ -328,7 +373,8 @@ def test_killed_trial_resumes_from_its_epoch_checkpoint(mrpc_dir, tmp_path):
     assert resumed_run.data.tags["finetrack.trial_state"] == "COMPLETE"
     history = client.get_metric_history(resumed_run.info.run_id, "eval_f1")
     assert [m.step for m in history] == [1, 2]
-    assert history[1].value == pytest.approx(retry.intermediate_values[2], abs=1e-9)
+    epoch_two = search.epoch_values(retry, per_epoch)[2]
+    assert history[1].value == pytest.approx(epoch_two, abs=1e-9)
     assert not list((tmp_path / "outputs").glob("shared-trial-*"))  # checkpoints removed
 
 

@@ -122,7 +122,8 @@ def test_resume_point_of_a_retry(tmp_path):
     study = search.open_study(settings, None)
     lost = lose(study, settings)
     lost.set_user_attr("mlflow_run_id", "abc")
-    lost.report(0.8, 2)
+    for step, value in ((2, 0.75), (3, 0.78), (4, 0.8)):  # two reports per epoch (default)
+        lost.report(value, step)
     study.tell(lost, state=TrialState.FAIL)
     search.enqueue_retry(study, lost, 1)
     retry = study.ask()
@@ -137,7 +138,8 @@ def test_resume_point_of_a_retry(tmp_path):
     (checkpoint / "trainer_state.json").write_text('{"epoch": 1.0}')
     point = search.resume_point(study, retry, folder)
     assert point.checkpoint == str(checkpoint) and point.epoch == 1
-    assert point.reported == {1: pytest.approx(0.7)}  # epoch 2 was not saved: trained again
+    # epoch 1 = reports 1 and 2; epoch 2 was not saved: trained again
+    assert point.reported == {1: pytest.approx(0.7), 2: pytest.approx(0.75)}
     (folder / "checkpoint-24").mkdir()  # lost while saving: no trainer state yet
     assert search.resume_point(study, retry, folder).checkpoint == str(checkpoint)
 
@@ -175,5 +177,18 @@ def test_epochs_of_a_retry_count_what_it_trained():
         intermediate_values={1: 0.7, 2: 0.8}, user_attrs={search.RESUMED_FROM: 1},
     )  # fmt: skip
     fresh = create_trial(params={}, distributions={}, value=0.8, intermediate_values={1: 0.7})
-    assert search.epochs_trained(resumed) == 1
-    assert search.epochs_trained(fresh) == 1
+    assert search.epochs_trained(resumed, 1) == 1
+    assert search.epochs_trained(fresh, 1) == 1
+    # two reports per epoch: pruned at its third report, half-way through epoch 2
+    halves = create_trial(
+        params={}, distributions={}, state=TrialState.PRUNED,
+        intermediate_values={1: 0.6, 2: 0.7, 3: 0.65},
+    )  # fmt: skip
+    assert search.epochs_trained(halves, 2) == 1.5
+    assert search.epoch_values(halves, 2) == {1: 0.7}
+    resumed_halves = create_trial(
+        params={}, distributions={}, value=0.8,
+        intermediate_values={1: 0.6, 2: 0.7, 3: 0.75, 4: 0.8}, user_attrs={search.RESUMED_FROM: 1},
+    )  # fmt: skip
+    assert search.epochs_trained(resumed_halves, 2) == 1
+    assert search.epoch_values(resumed_halves, 2) == {1: 0.7, 2: 0.8}

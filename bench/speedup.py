@@ -1,0 +1,117 @@
+"""Benchmark: the fine-tune flow with its defaults vs the seed's bare fp32 Trainer script.
+
+The question users ask: how much sooner does `finetrack fine-tune` give a model than the
+course chapter's script, and is it as good? For every seed, back to back (bare, flow, bare,
+flow, ...): the bare script (`bench.bare_trainer`: lr 5e-5, batch 8, 3 epochs, fp32, random
+batches) and the flow with its defaults, both on MRPC train with validation after every
+epoch (the flow gets a folder holding only those two splits, so it predicts no test set).
+Wall times are whole processes, start to exit; the flow's validation figures are the ones it
+records (scored by `trainer.predict` in the order given, checked by the true-record tests).
+
+`--emulate-avx2` limits PyTorch's kernels, oneDNN and MKL to AVX2 for both
+(`ATEN_CPU_CAPABILITY`, `ONEDNN_MAX_CPU_ISA`, `MKL_ENABLE_INSTRUCTIONS`) and passes `--bf16 off`
+to the flow, which is what its `auto` setting decides on a CPU without native bf16: a
+stand-in for an AVX2-only machine, not the same thing.
+
+    .venv/bin/python -m bench.speedup --data-dir ../shared/data/mrpc
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from mlflow.tracking import MlflowClient
+
+from bench import report
+from bench.common import RESULTS, run_flows, save
+from bench.overhead import two_splits
+from bench.training_speed import MEASURED, summarise
+from tasks.config import PACKAGED_MODEL
+from tasks.model import resolve_model
+from tasks.train import use_bf16
+
+AVX2_ONLY = {
+    "ATEN_CPU_CAPABILITY": "avx2",
+    "ONEDNN_MAX_CPU_ISA": "AVX2",
+    "MKL_ENABLE_INSTRUCTIONS": "AVX2",
+}
+FLOW_METRICS = ("train_samples_per_second", "train_seconds", "validation_accuracy", "validation_f1")
+SUMMARISED = ("wall_seconds", *MEASURED)
+RECIPE = ("learning_rate", "batch_size", "num_epochs", "bf16", "group_by_length")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-dir", type=Path, required=True)
+    parser.add_argument("--seeds", default="42,43,44")
+    parser.add_argument("--max-train-samples", type=int, help="a slice, for a smoke run")
+    parser.add_argument("--emulate-avx2", action="store_true", help="see the module's doc")
+    parser.add_argument("--results", type=Path, default=RESULTS)
+    args, flow_extra = parser.parse_known_args()
+    flow_extra = [arg for arg in flow_extra if arg != "--"]
+    seeds = [int(seed) for seed in args.seeds.split(",")]
+    if args.emulate_avx2:
+        os.environ.update(AVX2_ONLY)  # inherited by every process run_flows starts
+        flow_extra += ["--bf16", "off"]
+    slice_flags = ["--max-train-samples", str(args.max_train_samples)] * bool(
+        args.max_train_samples
+    )
+    with tempfile.TemporaryDirectory() as folder:
+        work = Path(folder)
+        data = two_splits(args.data_dir, work / "data")
+        tracking = f"sqlite:///{work}/mlflow.db"
+        jobs = {}
+        for seed in seeds:
+            # fmt: off
+            jobs[("bare", seed)] = (
+                "bench.bare_trainer",
+                ["--data-dir", str(data), "--model", resolve_model(PACKAGED_MODEL),
+                 "--seed", str(seed), "--result", str(work / f"bare-{seed}.json"), *slice_flags],
+            )
+            jobs[("flow", seed)] = (
+                "flows.fine_tune",
+                ["--data-dir", str(data), "--tracking-uri", tracking, "--seed", str(seed),
+                 "--output-dir", str(work / f"outputs-{seed}"),
+                 "--cache-dir", str(work / f"cache-{seed}"),  # a first run: no cache hit
+                 "--experiment-name", "bench-speedup", "--run-name", f"seed-{seed}",
+                 *slice_flags, *flow_extra],
+            )
+            # fmt: on
+        seconds = run_flows(jobs, work, parallel=False)
+        bare = [
+            {"seed": seed, "wall_seconds": seconds[("bare", seed)]}
+            | json.loads((work / f"bare-{seed}.json").read_text())
+            for seed in seeds
+        ]
+        client = MlflowClient(tracking)
+        experiment = client.get_experiment_by_name("bench-speedup")
+        runs = {run.info.run_name: run for run in client.search_runs([experiment.experiment_id])}
+        flow = [
+            {"seed": seed, "wall_seconds": seconds[("flow", seed)]}
+            | {key: runs[f"seed-{seed}"].data.metrics[key] for key in FLOW_METRICS}
+            for seed in seeds
+        ]
+        recipe = {key: runs[f"seed-{seeds[0]}"].data.params.get(key) for key in RECIPE}
+    results = {
+        "settings": {
+            "seeds": seeds,
+            "max_train_samples": args.max_train_samples,
+            "emulate_avx2": args.emulate_avx2,
+            "flow_arguments": flow_extra,
+            "flow_recipe": recipe,
+            "bf16_auto_here": use_bf16("auto"),
+        },
+        "bare": {"runs": bare, **summarise(bare, SUMMARISED)},
+        "flow": {"runs": flow, **summarise(flow, SUMMARISED)},
+    }
+    print("\n".join(report.speedup(results)))
+    name = "speedup_avx2" if args.emulate_avx2 else "speedup"
+    save(f"{name}_smoke.json" if args.max_train_samples else f"{name}.json", results, args.results)
+
+
+if __name__ == "__main__":
+    main()
