@@ -20,6 +20,7 @@ from typing import TypeVar
 
 import optuna
 import sqlalchemy.exc
+import torch
 from optuna.trial import FrozenTrial, TrialState
 
 from tasks.config import ConfigError, FineTuneConfig, SearchConfig
@@ -308,7 +309,8 @@ class PruningCallback(TrainerAware):
 
     The epoch's end is the Trainer's own evaluation; the points within an epoch are extra
     evaluations (`probe_*` in the Trainer's log), which only the pruner sees: the best
-    checkpoint, the trial's value and the MLflow record stay per epoch. Without a pruner
+    checkpoint, the trial's value and the MLflow record stay per epoch, and training goes on
+    with the random state it had (the same model as without them). Without a pruner
     (`NopPruner`) nobody reads them, and they are skipped.
     """
 
@@ -322,11 +324,13 @@ class PruningCallback(TrainerAware):
             trial.study.pruner, optuna.pruners.NopPruner
         )
 
-    def _report(self, value: float, epoch: float, control) -> None:
+    def _report(self, value: float, epoch: float, control, last: bool = False) -> None:
+        """Report; unless it is the trial's last report (nothing left to save: pruning it
+        would only throw its score away), stop training if Optuna says prune."""
         self.epochs_done = epoch
         step = round(epoch * self.per_epoch)
         with_db_retries(lambda: self.trial.report(value, step=step))
-        if with_db_retries(self.trial.should_prune):
+        if not last and with_db_retries(self.trial.should_prune):
             self.pruned_at = epoch
             control.should_training_stop = True
             control.should_save = False
@@ -339,12 +343,15 @@ class PruningCallback(TrainerAware):
             or point <= self.epochs_done * self.per_epoch
         ):
             return  # an epoch's end (evaluated by the Trainer), or reported already
-        metrics = self.trainer.evaluate(metric_key_prefix="probe")
+        with torch.random.fork_rng():  # an evaluation draws a seed: training's RNG stays as is
+            metrics = self.trainer.evaluate(metric_key_prefix="probe")
         self._report(float(metrics[f"probe_{self.objective}"]), point / self.per_epoch, control)
 
     def on_evaluate(self, args, state, control, metrics=None, **kwargs):
         if metrics and f"eval_{self.objective}" in metrics:
-            self._report(float(metrics[f"eval_{self.objective}"]), round(state.epoch), control)
+            epoch = round(state.epoch)
+            value = float(metrics[f"eval_{self.objective}"])
+            self._report(value, epoch, control, last=epoch >= args.num_train_epochs)
 
     def on_epoch_end(self, args, state, control, **kwargs):
         if self.pruned_at is not None:  # stopped within the epoch: nothing more to do in it

@@ -231,15 +231,40 @@ def test_pruned_trial_stops_at_its_first_report(
     assert summary["winner"] is None
 
 
+def test_a_trial_is_not_pruned_at_its_last_report(mrpc_dir, tmp_path, prefect_backend, monkeypatch):
+    # this pruner would prune at every report; the last one has no training left to save
+    monkeypatch.setattr(
+        search, "make_pruner", lambda config: optuna.pruners.ThresholdPruner(upper=-1.0)
+    )
+    config = tiny_search(
+        mrpc_dir, tmp_path, n_trials=1, num_epochs_range=IntRange(low=1, high=1),
+        reports_per_epoch=1, confirm_top_k=0,
+    )  # fmt: skip
+    summary = search_flow(config)
+
+    (trial,) = optuna.load_study(study_name="tiny", storage=config.storage).trials
+    assert trial.state == TrialState.COMPLETE
+    client = MlflowClient(config.train.tracking_uri)
+    (run,) = child_runs(client, summary["parent_run_id"])
+    assert [trial.value] == [m.value for m in client.get_metric_history(run.info.run_id, "eval_f1")]
+
+
 def test_reports_within_epochs_leave_the_epoch_record_alone(
     mrpc_dir, tmp_path, prefect_backend, monkeypatch
 ):
-    # a pruner that listens to every report and never prunes
-    monkeypatch.setattr(
-        search, "make_pruner", lambda config: optuna.pruners.ThresholdPruner(lower=-1.0)
+    # study "tiny": a pruner that listens to every report and never prunes; "plain": none
+    def pruner(config):
+        if config.study_name == "tiny":
+            return optuna.pruners.ThresholdPruner(lower=-1.0)
+        return optuna.pruners.NopPruner()
+
+    monkeypatch.setattr(search, "make_pruner", pruner)
+    config = tiny_search(
+        mrpc_dir, tmp_path, n_trials=1, num_epochs_range=IntRange(low=2, high=2), confirm_top_k=0
     )
-    config = tiny_search(mrpc_dir, tmp_path, n_trials=1, num_epochs_range=IntRange(low=2, high=2))
     summary = search_flow(on_64_rows(config))
+    plain = config.model_copy(update={"study_name": "plain"})
+    search_flow(plain)
 
     (trial,) = optuna.load_study(study_name="tiny", storage=config.storage).trials
     assert trial.state == TrialState.COMPLETE
@@ -255,6 +280,10 @@ def test_reports_within_epochs_leave_the_epoch_record_alone(
     assert trial.value == max(m.value for m in history)
     assert run.data.metrics["epochs_trained"] == 2
     assert not [key for key in run.data.metrics if key.startswith("probe")]
+    # the same configuration without reports within epochs trains the same model
+    (alone,) = optuna.load_study(study_name="plain", storage=config.storage).trials
+    assert alone.params == trial.params and sorted(alone.intermediate_values) == [2, 4]
+    assert search.epoch_values(alone, 2) == search.epoch_values(trial, 2)
 
 
 def search_command(mrpc_dir: Path, tmp_path: Path, *extra: str) -> list[str]:
