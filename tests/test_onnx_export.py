@@ -37,6 +37,7 @@ def exported(mrpc_dir, tmp_path_factory):
                 mrpc_dir,
                 tmp_path,
                 max_train_samples=128,
+                batch_size=8,  # 16 steps an epoch: a model that predicts both classes
                 num_epochs=2,
                 learning_rate=2e-4,
                 onnx_export=precision,
