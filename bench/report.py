@@ -35,8 +35,9 @@ def search_pruning(data: dict) -> list[str]:
             f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}"
             for k, v in study["best_params"].items()
         )
+        reports = "-" if study["pruner"] == "none" else study.get("reports_per_epoch", 1)
         lines.append(
-            f"| {study['pruner']} | {study.get('reports_per_epoch', 1)} | "
+            f"| {study['pruner']} | {reports} | "
             f"{study['best_validation_f1']:.4f} | "
             f"{100 * (study['best_validation_f1'] - baseline['best_validation_f1']):+.2f} | "
             f"{study['epochs_trained']:g} | "
@@ -163,7 +164,12 @@ def speedup(data: dict) -> list[str]:
     scope = f", first {n} train rows" if (n := settings["max_train_samples"]) else ""
     lines = [
         f"### Speed-up: the fine-tune flow's defaults vs the seed's bare fp32 script{where}, "
-        f"seeds {', '.join(map(str, settings['seeds']))}{scope}, back to back",
+        f"seeds {', '.join(map(str, settings['seeds']))}{scope}, "
+        + (
+            f"bare then flow for each, in {n} runs"
+            if (n := data.get("merged_from"))
+            else "back to back"
+        ),
         "",
         "| | wall s (whole process) | train samples/s | validation accuracy | validation F1 |",
         "| --- | --- | --- | --- | --- |",

@@ -14,6 +14,7 @@ to the flow, which is what its `auto` setting decides on a CPU without native bf
 stand-in for an AVX2-only machine, not the same thing.
 
     .venv/bin/python -m bench.speedup --data-dir ../shared/data/mrpc
+    .venv/bin/python -m bench.speedup --merge a/speedup.json b/speedup.json   # seeds run apart
 """
 
 from __future__ import annotations
@@ -46,12 +47,19 @@ RECIPE = ("learning_rate", "batch_size", "num_epochs", "bf16", "group_by_length"
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data-dir", type=Path, required=True)
+    parser.add_argument("--data-dir", type=Path, help="MRPC folder (required unless --merge)")
     parser.add_argument("--seeds", default="42,43,44")
     parser.add_argument("--max-train-samples", type=int, help="a slice, for a smoke run")
     parser.add_argument("--emulate-avx2", action="store_true", help="see the module's doc")
     parser.add_argument("--results", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--merge", type=Path, nargs="+", help="result files of single seeds, run apart: one file"
+    )
     args, flow_extra = parser.parse_known_args()
+    if args.merge:
+        return merge(args.merge, args.results)
+    if args.data_dir is None:
+        parser.error("--data-dir is required")
     flow_extra = [arg for arg in flow_extra if arg != "--"]
     seeds = [int(seed) for seed in args.seeds.split(",")]
     if args.emulate_avx2:
@@ -108,9 +116,28 @@ def main() -> None:
         "bare": {"runs": bare, **summarise(bare, SUMMARISED)},
         "flow": {"runs": flow, **summarise(flow, SUMMARISED)},
     }
-    print("\n".join(report.speedup(results)))
     name = "speedup_avx2" if args.emulate_avx2 else "speedup"
-    save(f"{name}_smoke.json" if args.max_train_samples else f"{name}.json", results, args.results)
+    show_and_save(f"{name}_smoke" if args.max_train_samples else name, results, args.results)
+
+
+def merge(paths: list[Path], folder: Path) -> None:
+    """One result from runs of the same settings with other seeds (a long bench split up)."""
+    parts = [json.loads(path.read_text()) for path in paths]
+    settings = [{k: v for k, v in part["settings"].items() if k != "seeds"} for part in parts]
+    if any(other != settings[0] for other in settings):
+        raise SystemExit("the files were run with different settings: nothing merged")
+    results = {"settings": {**parts[0]["settings"], "seeds": []}, "merged_from": len(parts)}
+    for part in parts:
+        results["settings"]["seeds"] += part["settings"]["seeds"]
+    for side in ("bare", "flow"):
+        runs = [run for part in parts for run in part[side]["runs"]]
+        results[side] = {"runs": runs, **summarise(runs, SUMMARISED)}
+    show_and_save("speedup_avx2" if settings[0]["emulate_avx2"] else "speedup", results, folder)
+
+
+def show_and_save(name: str, results: dict, folder: Path) -> None:
+    print("\n".join(report.speedup(results)))
+    save(f"{name}.json", results, folder)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args, get_origin
 
 from pydantic import BaseModel
 
@@ -68,12 +68,13 @@ def add_config_arguments(
     group = parser.add_argument_group(f"{model.__name__} settings")
     for name, field in fields(model, outer).items():
         default = field.default_factory() if field.default_factory else field.default
+        choices = get_args(field.annotation) if get_origin(field.annotation) is Literal else ()
         group.add_argument(
             "--" + name.replace("_", "-"),
             dest=name,
             type=_parse_bool if field.annotation is bool else str,
             default=None,
-            metavar=name.upper(),
+            metavar="{" + ",".join(map(str, choices)) + "}" if choices else name.upper(),
             help=f"{field.description} [default: {default}]",
         )
 

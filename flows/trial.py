@@ -137,7 +137,7 @@ def run_trial(trial: optuna.Trial, shared: TrialInputs) -> TrialOutcome:
             raise
         shutil.rmtree(output_dir, ignore_errors=True)  # the trial's model is never kept
         values = {round(row["epoch"]): row[objective] for row in result.history if objective in row}
-        state = "PRUNED" if pruning.pruned_at is not None else "COMPLETE"
+        state = "PRUNED" if pruning.pruned else "COMPLETE"
         client.set_tag(run_id, STATE_TAG, state)
         description = trial_description(
             number, params, state, objective, values, pruning.epochs_done

@@ -243,7 +243,7 @@ class SearchConfig(BaseModel):
     )
     n_trials: int = Field(8, ge=1, description="Finished trials wanted in the study in total.")
     sampler: Literal["tpe", "random"] = Field("tpe", description="Sampler, seeded by train.seed.")
-    pruner: Literal["median", "hyperband", "none"] = Field(
+    pruner: Literal["median", "median-latest", "asha", "hyperband", "none"] = Field(
         "median", description="Pruner of trials that fall behind (see reports_per_epoch)."
     )
     reports_per_epoch: int = Field(

@@ -11,6 +11,7 @@ import json
 import logging
 import math
 import os
+import statistics
 import time
 import warnings
 from collections.abc import Callable
@@ -119,11 +120,41 @@ def make_sampler(config: SearchConfig) -> optuna.samplers.BaseSampler:
     return optuna.samplers.TPESampler(seed=config.train.seed, n_startup_trials=4)
 
 
+class LatestMedianPruner(optuna.pruners.BasePruner):
+    """Prunes a trial whose latest report is below the median of the completed trials'
+    reports at the same step (NaN is pruned), once `n_startup_trials` have completed.
+
+    Optuna's MedianPruner judges a trial by its best report so far: one lucky early score
+    (often a report within an epoch, which no checkpoint keeps) carries a trial that has
+    fallen behind since to its end. Here a trial goes on only while it stands at or above
+    the median now. Every study of finetrack maximises its objective."""
+
+    def __init__(self, n_startup_trials: int = 2):
+        self.n_startup_trials = n_startup_trials
+
+    def prune(self, study: optuna.Study, trial: FrozenTrial) -> bool:
+        step = trial.last_step
+        if step is None:
+            return False
+        completed = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if len(completed) < self.n_startup_trials:
+            return False
+        latest = trial.intermediate_values[step]
+        others = [t.intermediate_values[step] for t in completed if step in t.intermediate_values]
+        return math.isnan(latest) or (bool(others) and latest < statistics.median(others))
+
+
 def make_pruner(config: SearchConfig) -> optuna.pruners.BasePruner:
     """Pruner acting on the validation metric, reported `reports_per_epoch` times an epoch:
     its steps are fractions of an epoch (step 1 = the first report)."""
     if config.pruner == "median":
         return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0)
+    if config.pruner == "median-latest":
+        return LatestMedianPruner(n_startup_trials=2)
+    if config.pruner == "asha":
+        # asynchronous successive halving: after 1, 2, 4, ... reports a trial goes on only
+        # while its latest report is in the top half of those of every trial that got there
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=2)
     if config.pruner == "hyperband":
         steps = config.num_epochs_range.high * config.reports_per_epoch
         return optuna.pruners.HyperbandPruner(
@@ -318,20 +349,21 @@ class PruningCallback(TrainerAware):
         self.trial = trial
         self.objective = objective
         self.per_epoch = per_epoch
-        self.pruned_at: float | None = None
+        self.pruned = False
         self.epochs_done: float = start_epoch
         self.probing = per_epoch > 1 and not isinstance(
             trial.study.pruner, optuna.pruners.NopPruner
         )
 
     def _report(self, value: float, epoch: float, control, last: bool = False) -> None:
-        """Report; unless it is the trial's last report (nothing left to save: pruning it
-        would only throw its score away), stop training if Optuna says prune."""
+        """Report and ask the pruner (successive halving records its rungs when asked);
+        unless it is the trial's last report (nothing left to save: pruning it would only
+        throw its score away), stop training if it says prune."""
         self.epochs_done = epoch
         step = round(epoch * self.per_epoch)
         with_db_retries(lambda: self.trial.report(value, step=step))
-        if not last and with_db_retries(self.trial.should_prune):
-            self.pruned_at = epoch
+        if with_db_retries(self.trial.should_prune) and not last:
+            self.pruned = True
             control.should_training_stop = True
             control.should_save = False
 
@@ -354,7 +386,7 @@ class PruningCallback(TrainerAware):
             self._report(value, epoch, control, last=epoch >= args.num_train_epochs)
 
     def on_epoch_end(self, args, state, control, **kwargs):
-        if self.pruned_at is not None:  # stopped within the epoch: nothing more to do in it
+        if self.pruned:  # stopped within the epoch: nothing more to do in it
             control.should_evaluate = control.should_save = control.should_log = False
 
 

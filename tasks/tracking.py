@@ -166,7 +166,13 @@ def log_metrics(
 
 
 class EpochMetricsLogger(TrainerCallback):
-    """Sends the Trainer's per-epoch train loss and validation metrics to one MLflow run."""
+    """Sends the Trainer's per-epoch train loss and validation metrics to one MLflow run,
+    each epoch once its checkpoint is written.
+
+    A worker lost between an epoch's evaluation and its checkpoint leaves that epoch out of
+    MLflow, and the retry (from the checkpoint before) logs it once, when it has trained it
+    again. A run resumed from a checkpoint first logs the epochs the checkpoint holds and
+    MLflow lacks (a worker lost between the checkpoint and the logging)."""
 
     NAMES: ClassVar[dict[str, str]] = {
         "loss": "train_loss",
@@ -179,11 +185,35 @@ class EpochMetricsLogger(TrainerCallback):
     def __init__(self, client: MlflowClient, run_id: str):
         self.client = client
         self.run_id = run_id
+        self.pending: dict[int, dict[str, float]] = {}  # by epoch, until its checkpoint
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if not state.log_history:
+            return  # a fresh start, not a resumed checkpoint
+        logged = {m.step for m in self.client.get_metric_history(self.run_id, "eval_loss")}
+        for row in state.log_history:
+            self.collect(row, row.get("epoch"))
+        self.pending = {e: m for e, m in self.pending.items() if e not in logged}
+        self.flush()
 
     def on_log(self, args, state, control, logs=None, **kwargs):
+        self.collect(logs, state.epoch)
+
+    def on_save(self, args, state, control, **kwargs):
+        self.flush()
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self.flush()  # an epoch evaluated and not saved: a trial pruned at its end
+
+    def collect(self, logs: dict | None, epoch: float | None) -> None:
         metrics = {name: logs[key] for key, name in self.NAMES.items() if logs and key in logs}
-        if metrics and state.epoch is not None:
-            log_metrics(self.client, self.run_id, metrics, step=round(state.epoch))
+        if metrics and epoch is not None:
+            self.pending.setdefault(round(epoch), {}).update(metrics)
+
+    def flush(self) -> None:
+        for epoch, metrics in sorted(self.pending.items()):
+            log_metrics(self.client, self.run_id, metrics, step=epoch)
+        self.pending.clear()
 
 
 def log_dataset_inputs(client: MlflowClient, run_id: str, data: LoadedData) -> None:

@@ -2,6 +2,7 @@
 
 import pytest
 from mlflow.tracking import MlflowClient
+from transformers import TrainerCallback
 
 from tasks.tracking import TrackingError, connect, experiment_id, redact, tracked_run
 
@@ -56,30 +57,41 @@ def test_experiment_created_by_another_worker_in_between(client, monkeypatch):
     assert experiment_id(client, "shared") == existing
 
 
-def test_epoch_metrics_are_the_trainers_log_history(client, mrpc_dir, tmp_path):
-    """Every per-epoch value in MLflow equals the Trainer's own log history for that epoch."""
-    from tasks.config import FineTuneConfig
-    from tasks.data import load_data
-    from tasks.model import resolve_model
-    from tasks.tokenization import load_tokenizer, tokenize
-    from tasks.tracking import EpochMetricsLogger
-    from tasks.train import train
+class Trainee:
+    """A tiny fine-tune (32 MRPC rows) whose epochs an `EpochMetricsLogger` sends to MLflow."""
 
-    config = FineTuneConfig(
-        data_dir=mrpc_dir, max_train_samples=32, max_eval_samples=20, eval_batch_size=16,
-        num_epochs=2, output_dir=tmp_path / "out",
-    )  # fmt: skip
-    data = load_data(config)
-    model_path = resolve_model(config.model_name_or_path)
-    tokenizer = load_tokenizer(model_path)
-    tokenized = tokenize(data, tokenizer, config.max_length, tmp_path / "cache").datasets
-    with tracked_run(client, "epochs") as run_id:
-        result = train(
-            config, model_path, tokenizer, tokenized, data.label_names, tmp_path / "out",
-            callbacks=[EpochMetricsLogger(client, run_id)],
+    def __init__(self, mrpc_dir, folder, num_epochs: int):
+        from tasks.config import FineTuneConfig
+        from tasks.data import load_data
+        from tasks.model import resolve_model
+        from tasks.tokenization import load_tokenizer, tokenize
+
+        self.config = FineTuneConfig(
+            data_dir=mrpc_dir, max_train_samples=32, max_eval_samples=20, eval_batch_size=16,
+            num_epochs=num_epochs, output_dir=folder / "out",
         )  # fmt: skip
+        data = load_data(self.config)
+        self.model_path = resolve_model(self.config.model_name_or_path)
+        self.tokenizer = load_tokenizer(self.model_path)
+        cache = folder / "cache"
+        self.tokenized = tokenize(data, self.tokenizer, self.config.max_length, cache).datasets
+        self.label_names = data.label_names
+
+    def train(self, client, run_id, before=(), resume_from_checkpoint=None):
+        from tasks.tracking import EpochMetricsLogger
+        from tasks.train import train
+
+        return train(
+            self.config, self.model_path, self.tokenizer, self.tokenized, self.label_names,
+            self.config.output_dir, callbacks=[*before, EpochMetricsLogger(client, run_id)],
+            resumable=True, resume_from_checkpoint=resume_from_checkpoint,
+        )  # fmt: skip
+
+
+def assert_epochs_logged_once(client, run_id, history: list[dict], epochs: list[int]) -> None:
+    """MLflow holds each epoch of the Trainer's log history once, with its values."""
     expected: dict[str, dict[int, float]] = {}
-    for row in result.history:
+    for row in history:
         epoch = round(row["epoch"])
         for key, name in (("loss", "train_loss"), ("eval_loss", "eval_loss"),
                           ("eval_accuracy", "eval_accuracy"), ("eval_f1", "eval_f1")):  # fmt: skip
@@ -87,6 +99,50 @@ def test_epoch_metrics_are_the_trainers_log_history(client, mrpc_dir, tmp_path):
                 expected.setdefault(name, {})[epoch] = row[key]
     assert set(expected) == {"train_loss", "eval_loss", "eval_accuracy", "eval_f1"}
     for name, values in expected.items():
-        logged = {m.step: m.value for m in client.get_metric_history(run_id, name)}
-        assert logged == pytest.approx(values, abs=1e-6), name
-        assert sorted(logged) == [1, 2]
+        points = client.get_metric_history(run_id, name)
+        assert sorted(m.step for m in points) == epochs, name  # no epoch twice, none missing
+        assert {m.step: m.value for m in points} == pytest.approx(values, abs=1e-6), name
+
+
+def test_epoch_metrics_are_the_trainers_log_history(client, mrpc_dir, tmp_path):
+    """Every per-epoch value in MLflow equals the Trainer's own log history for that epoch."""
+    with tracked_run(client, "epochs") as run_id:
+        result = Trainee(mrpc_dir, tmp_path, num_epochs=2).train(client, run_id)
+    assert_epochs_logged_once(client, run_id, result.history, [1, 2])
+
+
+class Lost(Exception):
+    """The worker dies here."""
+
+
+class DieAt(TrainerCallback):
+    def __init__(self, event: str, epoch: int):
+        self.event, self.epoch = event, epoch
+
+    def on_evaluate(self, args, state, control, **kwargs):
+        if self.event == "evaluate" and round(state.epoch) == self.epoch:
+            raise Lost
+
+    def on_save(self, args, state, control, **kwargs):
+        if self.event == "save" and round(state.epoch) == self.epoch:
+            raise Lost
+
+
+@pytest.mark.parametrize(
+    ("event", "checkpointed"),
+    [("evaluate", 1), ("save", 2)],  # before epoch 2's checkpoint; after it, before logging
+)
+def test_a_worker_lost_around_a_checkpoint_leaves_each_epoch_logged_once(
+    client, mrpc_dir, tmp_path, event, checkpointed
+):
+    from tasks.search import last_complete_checkpoint
+
+    trainee = Trainee(mrpc_dir, tmp_path, num_epochs=3)
+    with pytest.raises(Lost), tracked_run(client, "epochs") as run_id:
+        trainee.train(client, run_id, before=[DieAt(event, epoch=2)])
+    assert [m.step for m in client.get_metric_history(run_id, "eval_f1")] == [1]
+    checkpoint, epoch = last_complete_checkpoint(trainee.config.output_dir)
+    assert epoch == checkpointed
+    with tracked_run(client, "epochs", resume_run_id=run_id):
+        result = trainee.train(client, run_id, resume_from_checkpoint=checkpoint)
+    assert_epochs_logged_once(client, run_id, result.history, [1, 2, 3])
