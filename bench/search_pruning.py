@@ -3,9 +3,9 @@
 Prints, for each pruner, the best validation F1, the epochs trained over all trials and the
 wall time, side by side, and writes them to bench/results/search_pruning.json. A pruner
 named `median/1` is the median pruner with one report per epoch (`--reports-per-epoch 1`);
-a bare name uses the search's default. Epochs trained count up to each trial's last report,
-so a trial pruned half-way through an epoch adds 0.5. Arguments after `--` go to every
-study's command line (e.g. `-- --model-name-or-path DIR`).
+a bare name reports at the search's default, twice an epoch. Epochs trained count up to
+each trial's last report, so a trial pruned half-way through an epoch adds 0.5. Arguments
+after `--` go to every study's command line (e.g. `-- --model-name-or-path DIR`).
 
     .venv/bin/python bench/search_pruning.py --data-dir ../shared/data/mrpc            # full
     .venv/bin/python bench/search_pruning.py --data-dir ../shared/data/mrpc --smoke    # tiny
@@ -88,7 +88,7 @@ def main() -> None:
     parser.add_argument("--data-dir", type=Path, required=True)
     parser.add_argument("--n-trials", type=int, default=8)
     parser.add_argument(
-        "--pruners", default="median,median/1,hyperband,none", help="the last is the baseline"
+        "--pruners", default="median-latest,median,asha,none", help="the last is the baseline"
     )
     parser.add_argument("--smoke", action="store_true", help="tiny slice, 1-2 epochs")
     parser.add_argument("--parallel", action="store_true", help="run the studies at once")

@@ -244,7 +244,9 @@ class SearchConfig(BaseModel):
     n_trials: int = Field(8, ge=1, description="Finished trials wanted in the study in total.")
     sampler: Literal["tpe", "random"] = Field("tpe", description="Sampler, seeded by train.seed.")
     pruner: Literal["median", "median-latest", "asha", "hyperband", "none"] = Field(
-        "median", description="Pruner of trials that fall behind (see reports_per_epoch)."
+        "median-latest",
+        description="Pruner of trials that fall behind (see reports_per_epoch): median-latest "
+        "stops a trial whose latest report is below the median of the completed trials there.",
     )
     reports_per_epoch: int = Field(
         2,
