@@ -1,6 +1,7 @@
 """Benchmark: the fine-tune flow (Prefect + MLflow + model artifact) vs a bare Trainer script.
 
-Both do the same work, back to back in one invocation with the same threads: the seed recipe
+The flow runs as users start it, `finetrack fine-tune`, with Prefect's embedded server. Both
+do the same work, back to back in one invocation with the same threads: the seed recipe
 on MRPC train, evaluated on validation after every epoch (the flow gets a folder holding only
 those two splits, so it predicts no test set), batches drawn at random in both (the flow's
 `--group-by-length` is pinned off and its batch size and learning rate to the seed's, so that
@@ -67,8 +68,9 @@ def main() -> None:
                  *slice_flags, *(["--bf16"] if bf16 else [])],
             ),
             "flow": (
-                "flows.fine_tune",
-                ["--data-dir", str(data), "--tracking-uri", f"sqlite:///{work}/mlflow.db",
+                "flows.cli",  # the `finetrack` command
+                ["fine-tune", "--data-dir", str(data),
+                 "--tracking-uri", f"sqlite:///{work}/mlflow.db",
                  "--output-dir", str(work / "outputs"), "--cache-dir", str(work / "cache"),
                  "--experiment-name", "bench-overhead", "--group-by-length", "false",
                  "--batch-size", "8", "--learning-rate", "5e-5", *slice_flags],

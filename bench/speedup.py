@@ -81,8 +81,9 @@ def main() -> None:
                  "--seed", str(seed), "--result", str(work / f"bare-{seed}.json"), *slice_flags],
             )
             jobs[("flow", seed)] = (
-                "flows.fine_tune",
-                ["--data-dir", str(data), "--tracking-uri", tracking, "--seed", str(seed),
+                "flows.cli",  # the `finetrack` command
+                ["fine-tune", "--data-dir", str(data), "--tracking-uri", tracking,
+                 "--seed", str(seed),
                  "--output-dir", str(work / f"outputs-{seed}"),
                  "--cache-dir", str(work / f"cache-{seed}"),  # a first run: no cache hit
                  "--experiment-name", "bench-speedup", "--run-name", f"seed-{seed}",

@@ -10,10 +10,12 @@ runs are closed as KILLED.
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import signal
 import subprocess
 import sys
+import threading
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -102,66 +104,78 @@ def build_config(namespace: argparse.Namespace, model: type[BaseModel]) -> BaseM
     return validated(model, values)
 
 
+def _config_only(flow: Callable, config: BaseModel, args: argparse.Namespace) -> object:
+    return flow(config)
+
+
 @dataclass(frozen=True)
 class FlowCommand:
-    """A subcommand that validates a config and runs one flow with it."""
+    """A subcommand that validates a config and runs one flow with it.
+
+    The flow is named `module:function` and imported only when the command runs: its
+    libraries (torch, transformers) take seconds to import, which is when the embedded
+    Prefect server comes up (`start_embedded_api`)."""
 
     help: str
     model: type[BaseModel]
-    run: Callable[[Any, argparse.Namespace], object]
+    flow: str
+    call: Callable[[Callable, Any, argparse.Namespace], object] = _config_only
+
+    def load(self) -> Callable:
+        module, name = self.flow.split(":")
+        return getattr(importlib.import_module(module), name)
 
 
-def _fine_tune(config: FineTuneConfig, args: argparse.Namespace) -> object:
-    from flows.fine_tune import fine_tune
-
-    return fine_tune(config)
-
-
-def _search(config: SearchConfig, args: argparse.Namespace) -> object:
-    from flows.search import search_flow
-
-    return search_flow(config, force=args.force)
-
-
-def _search_worker(config: SearchConfig, args: argparse.Namespace) -> object:
-    from flows.search_worker import search_worker
-
-    return search_worker(config)
-
-
-def _retrain(config: RetrainConfig, args: argparse.Namespace) -> object:
-    from flows.retrain import retrain
-
-    return retrain(config)
-
-
-def _predict(config: PredictConfig, args: argparse.Namespace) -> object:
-    from flows.predict import predict
-
-    return predict(config)
+def _search(flow: Callable, config: SearchConfig, args: argparse.Namespace) -> object:
+    return flow(config, force=args.force)
 
 
 FLOWS = {
     "fine-tune": FlowCommand(
-        "Fine-tune a text classifier and record it in MLflow.", FineTuneConfig, _fine_tune
+        "Fine-tune a text classifier and record it in MLflow.",
+        FineTuneConfig,
+        "flows.fine_tune:fine_tune",
     ),
     "search": FlowCommand(
         "Search hyperparameters with Optuna; every trial is a nested MLflow run.",
         SearchConfig,
+        "flows.search:search_flow",
         _search,
     ),
     "search-worker": FlowCommand(
         "Run trials of a study that `finetrack search` opened (what its workers run).",
         SearchConfig,
-        _search_worker,
+        "flows.search_worker:search_worker",
     ),
     "retrain": FlowCommand(
         "Retrain on current data; promote the new model only if it beats the champion.",
         RetrainConfig,
-        _retrain,
+        "flows.retrain:retrain",
     ),
-    "predict": FlowCommand("Classify a file with a registered model.", PredictConfig, _predict),
+    "predict": FlowCommand(
+        "Classify a file with a registered model.", PredictConfig, "flows.predict:predict"
+    ),
 }
+
+
+def start_embedded_api() -> Callable[[], None]:
+    """Start Prefect's embedded API server in the background; returns the wait for it.
+
+    Without `PREFECT_API_URL` Prefect starts a server process at the first flow call and
+    waits for it, about 5 s on two cores. Started before the flow's libraries are imported,
+    it comes up on the other core meanwhile; the flow then finds it running."""
+    from prefect.settings import get_current_settings
+
+    settings = get_current_settings()
+    if settings.api.url or not settings.server.ephemeral.enabled:
+        return lambda: None
+    from prefect.server.api.server import SubprocessASGIServer
+
+    starting = threading.Thread(
+        target=SubprocessASGIServer().start, name="prefect-api-start", daemon=True
+    )
+    starting.start()
+    return starting.join
 
 
 def ui(args: argparse.Namespace) -> int:
@@ -236,14 +250,20 @@ def main(argv: list[str] | None = None) -> int:
         return ui(args)
     if args.command == "deploy":
         return deploy(args)
-    from flows.console import configure_output
+    from flows.console import configure_output, quiet_libraries
 
     configure_output(verbose=args.verbose)
     command = FLOWS[args.command]
     try:
         config = build_config(args, command.model)
         signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
-        command.run(config, args)
+        wait_for_api = start_embedded_api()
+        try:
+            flow = command.load()
+        finally:
+            wait_for_api()  # a start that failed is retried, and reported, by the flow call
+        quiet_libraries(verbose=args.verbose)
+        command.call(flow, config, args)
     except BAD_INPUT as error:
         if args.verbose:
             traceback.print_exc()

@@ -42,13 +42,6 @@ def configure_output(verbose: bool) -> None:
     if verbose:
         return
     ensure_logging_setup()  # Prefect's handlers exist from here on, to be filtered below
-    import datasets
-    from transformers.utils import logging as transformers_logging
-
-    datasets.disable_progress_bars()  # tokenization is timed and reported in one line
-    transformers_logging.disable_progress_bar()  # weight loading, twice a run (not training)
-    logging.getLogger("mlflow").setLevel(logging.WARNING)  # store migrations, signature checks
-    os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"  # model loads for scoring
     for handler in logging.getLogger().handlers:
         handler.addFilter(_HidePrefectChatter())
     plain = logging.StreamHandler(sys.stdout)
@@ -58,3 +51,18 @@ def configure_output(verbose: bool) -> None:
         logger.setLevel(logging.INFO)
         logger.addHandler(plain)
         logger.propagate = False  # Prefect's API handler stays attached to the logger itself
+
+
+def quiet_libraries(verbose: bool) -> None:
+    """Progress bars and chatter of the ML libraries off, unless verbose. Separate from
+    `configure_output` because importing them takes seconds: the command calls this once
+    the flow's own imports have brought them in."""
+    if verbose:
+        return
+    import datasets
+    from transformers.utils import logging as transformers_logging
+
+    datasets.disable_progress_bars()  # tokenization is timed and reported in one line
+    transformers_logging.disable_progress_bar()  # weight loading, twice a run (not training)
+    logging.getLogger("mlflow").setLevel(logging.WARNING)  # store migrations, signature checks
+    os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"  # model loads for scoring

@@ -1,5 +1,6 @@
 """The command line: --help, flags over YAML, and bad settings refused with exit code 2."""
 
+import os
 import subprocess
 import sys
 
@@ -82,3 +83,43 @@ def test_every_subcommand_has_help():
     for command in ("fine-tune", "search", "retrain", "predict", "ui", "deploy"):
         result = finetrack(command, "--help")
         assert result.returncode == 0 and "usage: finetrack " + command in result.stdout
+
+
+EMBEDDED_API_PROBE = """
+import os
+from flows.cli import start_embedded_api
+from prefect.server.api.server import SubprocessASGIServer
+wait = start_embedded_api()
+wait()
+server = SubprocessASGIServer()
+started = server.server_process.pid if server.running else None
+if started:
+    from prefect import flow
+
+    @flow
+    def ping() -> int:
+        return os.getpid()
+
+    assert ping() == os.getpid()
+print(started, server.server_process.pid if server.running else None, len(server._instances))
+"""
+
+
+def test_embedded_prefect_server_is_started_before_the_flow_and_used_by_it():
+    """`finetrack` starts Prefect's embedded server while the flow's libraries import; the
+    flow call must then run on that very server process, not start a second one."""
+    result = subprocess.run(
+        [sys.executable, "-c", EMBEDDED_API_PROBE], capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    started, used, instances = result.stdout.split()
+    assert started != "None" and used == started and instances == "1"
+
+
+def test_no_embedded_server_when_an_api_url_is_configured():
+    env = {**os.environ, "PREFECT_API_URL": "http://127.0.0.1:9/api"}
+    result = subprocess.run(
+        [sys.executable, "-c", EMBEDDED_API_PROBE], capture_output=True, text=True, env=env
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.split() == ["None", "None", "1"]
