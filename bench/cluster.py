@@ -70,12 +70,18 @@ class Worker:
         self.process.wait()
 
     def stop(self) -> None:
-        if self.process and self.process.poll() is None:
+        """SIGINT, a second one if it is still there (a worker busy with a flow run exits on
+        the second), then SIGKILL."""
+        if not self.process or self.process.poll() is not None:
+            return
+        for _ in range(2):
             os.killpg(self.process.pid, signal.SIGINT)
             try:
                 self.process.wait(timeout=30)
+                return
             except subprocess.TimeoutExpired:
-                self.kill()
+                continue
+        self.kill()
 
 
 @contextmanager

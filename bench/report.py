@@ -98,6 +98,25 @@ def overhead(data: dict) -> list[str]:
     ]
 
 
+def pooled_overhead(runs: list[dict]) -> list[str]:
+    """The pairs above together: one pair's ratio moves by several points from run to run
+    on a shared machine, so the bar is judged on the mean."""
+    ratios = [data["ratio"] for data in runs]
+
+    def mean(values: list[float], digits: int) -> str:
+        return f"{statistics.fmean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
+
+    flow = [data["flow"] for data in runs]
+    bare = [data["bare"] for data in runs]
+    return [
+        f"The {len(runs)} pairs above: flow / bare wall time {mean(ratios, 3)} "
+        f"(from {min(ratios):.3f} to {max(ratios):.3f}); train samples/s, flow "
+        f"{mean([row['train_samples_per_second'] for row in flow], 2)} against bare "
+        f"{mean([row['train_samples_per_second'] for row in bare], 2)}; flow wall time outside "
+        f"training {mean([row['wall_seconds'] - row['train_seconds'] for row in flow], 1)} s.",
+    ]
+
+
 def scaling(data: dict) -> list[str]:
     sizes = data["sizes"]
     full = sizes[-1]
@@ -322,6 +341,8 @@ RENDERERS = {  # file stem -> renderer; a folder may hold several runs: STEM-1.j
     "step_speed": step_speed,
 }
 
+POOLED = {"training_speed": pooled_accuracy, "overhead": pooled_overhead}  # several runs
+
 
 def render() -> str:
     lines = [
@@ -337,8 +358,8 @@ def render() -> str:
             for data in runs:
                 described = ", ".join(f"{k} {v}" for k, v in data["machine"].items())
                 sections += ["", *renderer(data), "", f"Machine and versions: {described}."]
-            if stem == "training_speed" and len(runs) > 1:
-                sections += ["", *pooled_accuracy(runs)]
+            if stem in POOLED and len(runs) > 1:
+                sections += ["", *POOLED[stem](runs)]
         if sections:
             lines += ["", f"## {folder.name}", *sections]
     return "\n".join(lines) + "\n"

@@ -25,7 +25,6 @@ from typing import Any, Literal, get_args, get_origin
 from pydantic import BaseModel
 
 from tasks.config import (
-    ConfigError,
     FineTuneConfig,
     PredictConfig,
     RetrainConfig,
@@ -33,12 +32,8 @@ from tasks.config import (
     read_yaml,
     validated,
 )
-from tasks.data import DataError
-from tasks.model import ModelError
-from tasks.prediction import NoModelError
-from tasks.tracking import TrackingError, redact, resolve_tracking_uri
+from tasks.errors import BAD_INPUT
 
-BAD_INPUT = (ConfigError, DataError, ModelError, NoModelError, TrackingError)
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -180,6 +175,8 @@ def start_embedded_api() -> Callable[[], None]:
 
 def ui(args: argparse.Namespace) -> int:
     """The MLflow UI over the configured tracking store, on 127.0.0.1."""
+    from tasks.tracking import redact, resolve_tracking_uri
+
     uri = resolve_tracking_uri(args.tracking_uri)
     if uri.startswith(("http://", "https://")):
         print(f"the tracking server {redact(uri)} serves its own UI: open it in a browser")

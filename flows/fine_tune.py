@@ -17,7 +17,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NONE
 from prefect.runtime import flow_run
 
-from flows.cli import BAD_INPUT, flow_main
+from flows.cli import flow_main
 from flows.promotion import register_and_promote
 from tasks import (
     data,
@@ -30,6 +30,7 @@ from tasks import (
     train,
 )
 from tasks.config import FineTuneConfig
+from tasks.errors import BAD_INPUT
 from tasks.registry import Holdout, PromotionPolicy
 from tasks.reporting import FineTuneResult
 

@@ -19,6 +19,7 @@ from pathlib import Path
 import pandas as pd
 
 from tasks.config import FineTuneConfig
+from tasks.errors import DataError
 
 log = logging.getLogger(__name__)
 
@@ -26,10 +27,6 @@ SPLITS = ("train", "validation", "test")
 SPLIT_ALIASES = {"validation": ("validation", "dev", "valid")}
 FORMATS = (".tsv", ".csv", ".jsonl")
 UNLABELLED = -1
-
-
-class DataError(ValueError):
-    """Raised for data that cannot be trained on, with a message naming file and problem."""
 
 
 @dataclass

@@ -10,15 +10,12 @@ import logging
 from pathlib import Path
 
 from tasks.config import PACKAGED_MODEL
+from tasks.errors import ModelError
 
 log = logging.getLogger(__name__)
 # Parameter names of the classification heads of the model families in use (BERT-like:
 # `classifier`, DistilBERT: `pre_classifier`, GPT-like: `score`).
 HEAD_PREFIXES = ("classifier", "pre_classifier", "score")
-
-
-class ModelError(ValueError):
-    """Raised when the configured model cannot be used, before any weights are loaded."""
 
 
 def packaged_model_dir() -> Path:

@@ -10,14 +10,11 @@ import pandas as pd
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from tasks.data import DataError, read_table
+from tasks.data import read_table
+from tasks.errors import DataError, NoModelError
 from tasks.registry import CHAMPION
 
 log = logging.getLogger(__name__)
-
-
-class NoModelError(LookupError):
-    """Raised when the registry has no model (or no champion) to predict with."""
 
 
 def model_uri(

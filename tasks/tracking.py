@@ -31,15 +31,12 @@ from mlflow.tracking import MlflowClient
 from transformers import TrainerCallback
 
 from tasks.data import LoadedData
+from tasks.errors import TrackingError
 
 log = logging.getLogger(__name__)
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 TRACKED_PACKAGES = ("torch", "transformers", "datasets", "evaluate", "prefect", "mlflow", "optuna")
-
-
-class TrackingError(RuntimeError):
-    """Raised when the tracking server cannot be used, before any training starts."""
 
 
 def redact(uri: str) -> str:

@@ -7,8 +7,6 @@ rows), a retrain on the true labels beats it, a second retrain on flipped labels
 """
 
 import json
-import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -20,6 +18,7 @@ from mlflow.tracking import MlflowClient
 from prefect.client.orchestration import get_client
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
+from bench.cluster import Worker
 from tasks.registry import champion_version
 
 pytestmark = pytest.mark.slow
@@ -68,7 +67,7 @@ def mrpc_copy(mrpc_dir: Path, folder: Path, flip: bool) -> Path:
 
 @pytest.fixture
 def worker(prefect_server, tmp_path):
-    """The work pool `local`, the four deployments, and one process worker polling it."""
+    """The work pool `local`, every deployment, and one process worker polling it."""
     env = prefect_server.env | {"FINETRACK_HOME": str(ROOT)}
     finetrack = str(Path(sys.executable).parent / "finetrack")
     for attempt in ("creates the pool", "finds it and redeploys"):  # `deploy` is idempotent
@@ -78,23 +77,10 @@ def worker(prefect_server, tmp_path):
         )  # fmt: skip
         assert result.returncode == 0, f"{attempt}: {result.stdout}{result.stderr}"
     assert "deployments of" in result.stdout and "created" not in result.stdout
-    log = (tmp_path / "worker.log").open("w")
-    process = subprocess.Popen(
-        [PREFECT, "worker", "start", "--pool", "local"],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )  # fmt: skip
+    local = Worker("deployments", ROOT, env, tmp_path)
+    local.start()
     yield env
-    for _ in range(2):  # the worker exits on the second signal
-        os.killpg(process.pid, signal.SIGINT)
-        try:
-            process.wait(timeout=30)
-            break
-        except subprocess.TimeoutExpired:
-            continue
-    else:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
-    log.close()
+    local.stop()
 
 
 def test_deployments_end_to_end(mrpc_dir, tmp_path, prefect_server, worker):
