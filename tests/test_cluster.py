@@ -24,7 +24,7 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
-from bench.cluster import run_deployment, workers
+from bench.cluster import Worker, run_deployment, workers
 from tasks import search
 
 pytestmark = pytest.mark.slow
@@ -32,17 +32,27 @@ pytestmark = pytest.mark.slow
 N_TRIALS = 4
 
 
+def environ(pid: int) -> list[bytes]:
+    """The process's environment as `NAME=value` entries; empty once it is gone."""
+    try:
+        return Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    except (OSError, ValueError):
+        return []
+
+
 def flow_run_processes(flow_run_id: str) -> list[int]:
     """Processes of this machine that run the given Prefect flow run."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        try:
-            environ = (entry / "environ").read_bytes().split(b"\0")
-        except (OSError, ValueError):
-            continue
-        if f"PREFECT__FLOW_RUN_ID={flow_run_id}".encode() in environ:
-            found.append(int(entry.name))
-    return found
+    wanted = f"PREFECT__FLOW_RUN_ID={flow_run_id}".encode()
+    return [int(entry.name) for entry in Path("/proc").iterdir()
+            if entry.name.isdigit() and wanted in environ(int(entry.name))]  # fmt: skip
+
+
+def machine_of(processes: list[int], workers: list[Worker]) -> Worker:
+    """The worker whose checkout runs these processes: a flow run inherits its worker's
+    FINETRACK_HOME. (Flow run ids also show up in other workers' logs, so logs can't say.)"""
+    homes = {f"FINETRACK_HOME={worker.home}".encode(): worker for worker in workers}
+    (machine,) = {homes[entry] for pid in processes for entry in environ(pid) if entry in homes}
+    return machine
 
 
 def alive(pid: int) -> bool:
@@ -83,7 +93,7 @@ def lose_a_machine_mid_trial(search_run, workers, storage: str, tmp_path) -> str
     flow_run_id = victim.user_attrs[search.FLOW_RUN]
     processes = flow_run_processes(flow_run_id)
     assert processes, "the trial's flow run process was not found"
-    (machine,) = [w for w in workers if flow_run_id in w.log.read_text()]
+    machine = machine_of(processes, workers)
     machine.kill()
     for pid in processes:  # the flow run too, should it run in a session of its own
         with contextlib.suppress(ProcessLookupError):
