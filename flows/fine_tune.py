@@ -134,7 +134,9 @@ def fine_tune(
         )
         results = evaluate(result.trainer, tokenized.datasets, dataset)
         log_evaluation(client, run_id, results, dataset.label_names)
-        record_inputs(client, run_id, {"bf16_active": result.bf16})
+        record_inputs(
+            client, run_id, {"bf16_active": result.bf16, "frozen_layers": result.frozen_layers}
+        )
         timings = {
             "train_seconds": result.train_seconds,
             "train_samples_per_second": result.train_samples_per_second,
@@ -152,7 +154,8 @@ def fine_tune(
             timings=timings,
             bf16=result.bf16,
             tokenize_cache_hit=tokenized.cache_hit,
-            recipe={name: getattr(config, name) for name in RECIPE},
+            recipe={name: getattr(config, name) for name in RECIPE}
+            | {"frozen_layers": result.frozen_layers},
         )
         if config.log_model:
             example = dataset.splits["validation"].iloc[0]

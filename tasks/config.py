@@ -86,6 +86,13 @@ class FineTuneConfig(BaseModel):
         description="bf16 autocast on CPU: 'auto' turns it on where the CPU has native bf16 "
         "(AMX or AVX512-BF16).",
     )
+    freeze_layers: int | Literal["auto"] = Field(
+        "auto",
+        description="Keep the embeddings and the first N transformer layers as loaded (less "
+        "work a step). 'auto': the lower third of the layers when training runs in fp32 on CPU "
+        "(no native bf16), none otherwise: the recipe measured to train at twice the seed "
+        "script's speed on AVX2-only CPUs (bench/RESULTS.md).",
+    )
     threads: int | None = Field(
         None,
         ge=1,
@@ -142,6 +149,19 @@ class FineTuneConfig(BaseModel):
     def _metric_without_prefix(cls, value: Any) -> Any:
         """`eval_f1` (the name of the per-epoch metric) is accepted for `f1`."""
         return value.removeprefix("eval_") if isinstance(value, str) else value
+
+    @field_validator("freeze_layers", mode="before")
+    @classmethod
+    def _auto_or_layer_count(cls, value: Any) -> Any:
+        if value == "auto":
+            return value
+        try:
+            count = int(value)
+        except (TypeError, ValueError):
+            count = -1
+        if count < 0 or isinstance(value, float | bool):
+            raise ValueError("freeze_layers is 'auto' or a number of layers, 0 or more")
+        return count
 
     @field_validator("label_names")
     @classmethod

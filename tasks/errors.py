@@ -13,7 +13,7 @@ class DataError(ValueError):
 
 
 class ModelError(ValueError):
-    """Raised when the configured model cannot be used, before any weights are loaded."""
+    """Raised when the configured model cannot be used, before any training."""
 
 
 class NoModelError(LookupError):

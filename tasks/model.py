@@ -99,3 +99,28 @@ def load_model(model_path: str, label_names: list[str]):
             surprises + [str(key) for key in info.get("mismatched_keys", ())],
         )
     return model
+
+
+def encoder_layers(model) -> list | None:
+    """The transformer layers of a BERT-like model (BERT, RoBERTa, MiniLM, ELECTRA, ...), or
+    None for an architecture laid out otherwise."""
+    base = model.base_model
+    layers = getattr(getattr(base, "encoder", None), "layer", None)
+    return list(layers) if layers is not None and hasattr(base, "embeddings") else None
+
+
+def freeze_lower_layers(model, count: int) -> None:
+    """Keep the embeddings and the first `count` transformer layers as loaded. Backward stops
+    above them, so each training step does less work; the rest of the model adapts."""
+    if count == 0:
+        return
+    layers = encoder_layers(model)
+    if layers is None:
+        raise ModelError(
+            f"--freeze-layers needs a BERT-like model (embeddings and encoder layers); "
+            f"{type(model).__name__} is not one: use --freeze-layers 0"
+        )
+    if count > len(layers):
+        raise ModelError(f"--freeze-layers {count}: the model has {len(layers)} layers")
+    for module in [model.base_model.embeddings, *layers[:count]]:
+        module.requires_grad_(False)

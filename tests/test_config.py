@@ -14,6 +14,8 @@ def test_defaults_are_the_seed_recipe_with_four_times_the_batch():
     assert config.weight_decay == 0.0
     assert config.seed == 42
     assert config.max_length > 0
+    assert config.freeze_layers == "auto"
+    assert FineTuneConfig(freeze_layers="2").freeze_layers == 2  # from a command line
 
 
 @pytest.mark.parametrize(
@@ -25,6 +27,9 @@ def test_defaults_are_the_seed_recipe_with_four_times_the_batch():
         ("batch_size", 0, "batch_size"),
         ("max_length", -3, "max_length"),
         ("bf16", "maybe", "bf16"),
+        ("freeze_layers", -1, "freeze_layers"),
+        ("freeze_layers", "some", "freeze_layers"),
+        ("freeze_layers", 1.5, "freeze_layers"),
         ("no_such_setting", 1, "no_such_setting"),
     ],
 )

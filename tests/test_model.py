@@ -1,9 +1,11 @@
 """Model resolution: the packaged default, and clear errors before any weights load."""
 
 import pytest
+from transformers import GPT2Config, GPT2ForSequenceClassification
 
 from tasks.config import PACKAGED_MODEL
-from tasks.model import ModelError, resolve_model
+from tasks.model import ModelError, freeze_lower_layers, load_model, resolve_model
+from tasks.train import layers_to_freeze
 
 
 def test_packaged_model_has_safetensors():
@@ -55,3 +57,40 @@ def test_code_shipped_with_a_model_never_runs(tmp_path):
     model = load_model(str(folder), ["0", "1"])
     assert type(model).__module__.startswith("transformers.models.bert")
     assert not marker.exists()
+
+
+@pytest.fixture(scope="module")
+def minilm():
+    return load_model(resolve_model(PACKAGED_MODEL), ["no", "yes"])
+
+
+def trainable(model) -> set[str]:
+    return {name for name, parameter in model.named_parameters() if parameter.requires_grad}
+
+
+def test_auto_freezes_the_lower_third_only_in_fp32_on_cpu(minilm):
+    assert layers_to_freeze("auto", bf16=True, model=minilm) == 0
+    assert layers_to_freeze("auto", bf16=False, model=minilm) == 2  # MiniLM has 6 layers
+    assert layers_to_freeze(4, bf16=True, model=minilm) == 4  # a number is taken as given
+    tiny_gpt = GPT2ForSequenceClassification(GPT2Config(n_layer=2, n_embd=8, n_head=2))
+    assert layers_to_freeze("auto", bf16=False, model=tiny_gpt) == 0  # not BERT-like
+
+
+def test_freezing_stops_at_the_named_layer():
+    model = load_model(resolve_model(PACKAGED_MODEL), ["no", "yes"])
+    before = trainable(model)
+    freeze_lower_layers(model, 2)
+    after = trainable(model)
+    frozen = before - after
+    lower = ("bert.embeddings.", "bert.encoder.layer.0.", "bert.encoder.layer.1.")
+    assert frozen and all(name.startswith(lower) for name in frozen)
+    assert any(name.startswith("bert.encoder.layer.2.") for name in after)
+    assert any(name.startswith("classifier.") for name in after)
+
+
+def test_freezing_what_the_model_lacks_is_refused(minilm):
+    with pytest.raises(ModelError, match="has 6 layers"):
+        freeze_lower_layers(minilm, 7)
+    tiny_gpt = GPT2ForSequenceClassification(GPT2Config(n_layer=2, n_embd=8, n_head=2))
+    with pytest.raises(ModelError, match="BERT-like"):
+        freeze_lower_layers(tiny_gpt, 1)

@@ -6,7 +6,7 @@ import pytest
 
 from tasks.config import PACKAGED_MODEL, FineTuneConfig
 from tasks.data import load_data
-from tasks.model import resolve_model
+from tasks.model import load_model, resolve_model
 from tasks.tokenization import load_tokenizer, tokenize
 from tasks.train import train, training_arguments, use_bf16
 
@@ -35,18 +35,38 @@ def test_bf16_setting():
     assert isinstance(use_bf16("auto"), bool)
 
 
+def train_on_a_slice(config: FineTuneConfig, folder: Path, times: int = 1):
+    model_path = resolve_model(PACKAGED_MODEL)
+    data = load_data(config)
+    tokenizer = load_tokenizer(model_path)
+    datasets = tokenize(data, tokenizer, config.max_length, folder / "cache").datasets
+    return [
+        train(config, model_path, tokenizer, datasets, data.label_names, folder / f"out{i}")
+        for i in range(times)
+    ]
+
+
 @pytest.mark.slow
 def test_same_seed_same_training(mrpc_dir, tmp_path: Path):
     config = FineTuneConfig(
         data_dir=mrpc_dir, max_train_samples=16, max_eval_samples=8, num_epochs=1
     )
-    model_path = resolve_model(PACKAGED_MODEL)
-    data = load_data(config)
-    tokenizer = load_tokenizer(model_path)
-    datasets = tokenize(data, tokenizer, config.max_length, tmp_path / "cache").datasets
-    runs = [
-        train(config, model_path, tokenizer, datasets, data.label_names, tmp_path / f"out{i}")
-        for i in range(2)
-    ]
+    runs = train_on_a_slice(config, tmp_path, times=2)
     losses = [[row.get("eval_loss") for row in run.history if "eval_loss" in row] for run in runs]
     assert losses[0] == losses[1] and losses[0]
+
+
+@pytest.mark.slow
+def test_frozen_layers_keep_their_weights_and_the_rest_learns(mrpc_dir, tmp_path: Path):
+    config = FineTuneConfig(
+        data_dir=mrpc_dir, max_train_samples=16, max_eval_samples=8, num_epochs=1,
+        batch_size=8, freeze_layers=2, bf16="off",
+    )  # fmt: skip
+    (run,) = train_on_a_slice(config, tmp_path)
+    loaded = load_model(resolve_model(PACKAGED_MODEL), ["no", "yes"]).state_dict()
+    trained = run.trainer.model.state_dict()
+    unchanged = {name for name, weights in trained.items() if weights.equal(loaded[name])}
+    assert run.frozen_layers == 2
+    dense = "bert.encoder.layer.{}.output.dense.weight"
+    assert {"bert.embeddings.word_embeddings.weight", dense.format(1)} <= unchanged
+    assert not {dense.format(2), dense.format(5), "classifier.weight"} & unchanged

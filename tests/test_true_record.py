@@ -30,9 +30,11 @@ from oracles import (
 )
 from prefect import get_client
 from prefect.testing.utilities import prefect_test_harness
+from safetensors.torch import load_file
 
 from flows.fine_tune import fine_tune
 from tasks.config import FineTuneConfig
+from tasks.model import packaged_model_dir
 from tasks.reporting import FineTuneResult
 from tasks.train import use_bf16
 
@@ -204,3 +206,25 @@ def test_run_description_and_model_card_state_the_recorded_numbers(recorded, tmp
     assert f"Scored by `trainer.predict` in {precision}" in text
     rows = raw_split(recorded.config.data_dir, "validation", recorded.config.max_eval_samples)
     assert f"'rows': {len(rows)}" in text
+
+
+def test_recorded_frozen_layers_are_the_ones_the_logged_model_kept(recorded, tmp_path):
+    """Recounted from the logged weights: the leading layers still equal to the base model's
+    (and the embeddings, when any layer was frozen)."""
+    model_id = recorded.summary.model_uri.removeprefix("models:/")
+    location = recorded.client.get_logged_model(model_id).artifact_location
+    folder = Path(mlflow.artifacts.download_artifacts(location, dst_path=str(tmp_path)))
+    (weights,) = folder.rglob("model.safetensors")
+    logged = {name.removeprefix("bert."): w for name, w in load_file(weights).items()}
+    base = load_file(packaged_model_dir() / "model.safetensors")
+
+    def unchanged(prefix: str) -> bool:
+        names = [name for name in base.keys() & logged.keys() if name.startswith(prefix)]
+        return bool(names) and all(base[name].equal(logged[name]) for name in names)
+
+    kept = 0
+    while unchanged(f"encoder.layer.{kept}."):
+        kept += 1
+    assert kept == int(recorded.run.data.params["frozen_layers"])
+    assert unchanged("embeddings.") == (kept > 0)
+    assert kept == (0 if recorded.summary.bf16 else 2)  # 'auto': a third of MiniLM's 6 in fp32
