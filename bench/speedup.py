@@ -42,7 +42,7 @@ AVX2_ONLY = {
 }
 FLOW_METRICS = ("train_samples_per_second", "train_seconds", "validation_accuracy", "validation_f1")
 SUMMARISED = ("wall_seconds", *MEASURED)
-RECIPE = ("learning_rate", "batch_size", "num_epochs", "bf16", "group_by_length")
+RECIPE = ("learning_rate", "batch_size", "num_epochs", "bf16", "group_by_length", "frozen_layers")
 
 
 def main() -> None:

@@ -94,7 +94,7 @@ def fine_tune(
     """
     config = config or FineTuneConfig()
     client = tracking.connect(config.tracking_uri)
-    model_path = resolve_model(config.model_name_or_path)
+    model_path = resolve_model(config.model_name_or_path, config.freeze_layers)
     dataset = load_data(config)
     tokenizer = tokenization.load_tokenizer(model_path)
     tokenized = tokenize(dataset, tokenizer, config.max_length, config.cache_dir)

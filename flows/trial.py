@@ -73,8 +73,8 @@ def open_search(config: SearchConfig, force: bool = False):
     """What the search flow and its workers start from: the tracking client, the study
     (created or resumed), the data set and the trials' shared inputs (no study run yet)."""
     client = tracking.connect(config.train.tracking_uri)
+    model_path = resolve_model(config.train.model_name_or_path, config.train.freeze_layers)
     study = search.open_study(config, on_lost_trial(client, config), force=force)
-    model_path = resolve_model(config.train.model_name_or_path)
     dataset = load_data(config.train)
     tokenizer = tokenization.load_tokenizer(model_path)
     tokenized = tokenize(dataset, tokenizer, config.train.max_length, config.train.cache_dir)

@@ -36,16 +36,25 @@ def looks_like_path(name: str) -> bool:
     return Path(name).exists() or name.startswith((".", "/", "~")) or name.count("/") > 1
 
 
-def resolve_model(name_or_path: str) -> str:
-    """Check the model before loading it; returns what `from_pretrained` should get."""
+def resolve_model(name_or_path: str, freeze_layers: int | str = "auto") -> str:
+    """Check the model before loading it (and that it has the layers to freeze); returns
+    what `from_pretrained` should get."""
     if name_or_path == PACKAGED_MODEL:
-        folder = packaged_model_dir()
+        resolved = _model_folder(packaged_model_dir())
     elif looks_like_path(name_or_path):
-        folder = Path(name_or_path).expanduser()
-        if not folder.is_dir():
-            raise ModelError(f"model folder not found: {folder}")
+        resolved = _model_folder(Path(name_or_path).expanduser())
     else:
-        return _check_hub_model(name_or_path)
+        _check_hub_model(name_or_path)
+        resolved = name_or_path
+    if freeze_layers != "auto" and int(freeze_layers) > 0:
+        _check_layer_count(resolved, int(freeze_layers))
+    return resolved
+
+
+def _model_folder(folder: Path) -> str:
+    """A local model folder's absolute path, once it has a config and safetensors weights."""
+    if not folder.is_dir():
+        raise ModelError(f"model folder not found: {folder}")
     if not (folder / "config.json").is_file():
         raise ModelError(f"{folder} is not a model folder (no config.json)")
     if not any(folder.glob("*.safetensors")):
@@ -53,7 +62,15 @@ def resolve_model(name_or_path: str) -> str:
     return str(folder.resolve())
 
 
-def _check_hub_model(model_id: str) -> str:
+def _check_layer_count(model: str, count: int) -> None:
+    from transformers import AutoConfig
+
+    layers = getattr(AutoConfig.from_pretrained(model), "num_hidden_layers", None)
+    if layers is None or count > layers:
+        raise ModelError(f"--freeze-layers {count}: the model has {layers or 'no'} encoder layers")
+
+
+def _check_hub_model(model_id: str) -> None:
     """Fetch only the small config of a Hub model, so an unknown id fails in seconds."""
     from transformers import AutoConfig
 
@@ -61,7 +78,6 @@ def _check_hub_model(model_id: str) -> str:
         AutoConfig.from_pretrained(model_id)
     except (OSError, ValueError) as error:
         raise ModelError(f"unknown model {model_id!r} (not a local folder; Hub: {error})") from None
-    return model_id
 
 
 class _HideLoadReport(logging.Filter):
@@ -121,6 +137,6 @@ def freeze_lower_layers(model, count: int) -> None:
             f"{type(model).__name__} is not one: use --freeze-layers 0"
         )
     if count > len(layers):
-        raise ModelError(f"--freeze-layers {count}: the model has {len(layers)} layers")
+        raise ModelError(f"--freeze-layers {count}: the model has {len(layers)} encoder layers")
     for module in [model.base_model.embeddings, *layers[:count]]:
         module.requires_grad_(False)

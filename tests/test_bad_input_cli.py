@@ -78,6 +78,8 @@ def test_non_utf8_text(tmp_path, capsys):
         (["--learning-rate=-1e-5"], "learning_rate"),
         (["--num-epochs", "0"], "num_epochs"),
         (["--model-name-or-path", "./no/such/model"], "model folder not found"),
+        (["--freeze-layers", "7"], "the model has 6 encoder layers"),
+        (["--freeze-layers", "some"], "freeze_layers"),
     ],
 )
 def test_bad_settings(tiny_dir, tmp_path, capsys, flags, message):
@@ -111,6 +113,7 @@ def test_unreachable_tracking_server(tiny_dir, tmp_path, capsys):
         (["--learning-rate-range", "1e-4,1e-5"], "inverted"),
         (["--learning-rate-range", "1e-5,1e-5"], "empty"),
         (["--num-epochs-range", "3,1"], "inverted"),
+        (["--freeze-layers", "7"], "the model has 6 encoder layers"),
     ],
 )
 def test_bad_search_space(tiny_dir, tmp_path, capsys, flags, message):
