@@ -89,7 +89,7 @@ def test_freezing_stops_at_the_named_layer():
 
 
 def test_freezing_what_the_model_lacks_is_refused(minilm):
-    with pytest.raises(ModelError, match="has 6 layers"):
+    with pytest.raises(ModelError, match="has 6 encoder layers"):
         freeze_lower_layers(minilm, 7)
     tiny_gpt = GPT2ForSequenceClassification(GPT2Config(n_layer=2, n_embd=8, n_head=2))
     with pytest.raises(ModelError, match="BERT-like"):
