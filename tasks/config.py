@@ -90,8 +90,8 @@ class FineTuneConfig(BaseModel):
         "auto",
         description="Keep the embeddings and the first N transformer layers as loaded (less "
         "work a step). 'auto': the lower third of the layers when training runs in fp32 on CPU "
-        "(no native bf16), none otherwise; on AVX2 kernels that trained 1.23x as fast at the "
-        "same accuracy (bench/RESULTS.md).",
+        "(no native bf16), none otherwise; on AVX2 kernels that trained 1.23x as fast, at an "
+        "accuracy within the noise of three seeds (bench/RESULTS.md).",
     )
     threads: int | None = Field(
         None,
