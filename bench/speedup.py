@@ -42,7 +42,10 @@ AVX2_ONLY = {
 }
 FLOW_METRICS = ("train_samples_per_second", "train_seconds", "validation_accuracy", "validation_f1")
 SUMMARISED = ("wall_seconds", *MEASURED)
-RECIPE = ("learning_rate", "batch_size", "num_epochs", "bf16", "group_by_length", "frozen_layers")
+RECIPE = (
+    "learning_rate", "batch_size", "num_epochs", "bf16", "group_by_length", "frozen_layers",
+    "frozen_features_cached",
+)  # fmt: skip
 
 
 def main() -> None:

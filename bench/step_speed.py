@@ -7,6 +7,8 @@ AdamW, and prints train samples/s and the share of forward, backward and optimiz
 Speed only: whether a recipe change keeps its accuracy is `bench/speedup.py`'s question.
 
     .venv/bin/python -m bench.step_speed --data-dir ../shared/data/mrpc
+    .venv/bin/python -m bench.step_speed --data-dir ../shared/data/mrpc --bf16 off \\
+        --variant "batch 32 (default)" --variant "batch 32, 2 layers frozen"
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer, Data
 from bench import report
 from bench.common import RESULTS, save
 from tasks.config import PACKAGED_MODEL
-from tasks.model import resolve_model
+from tasks.model import freeze_lower_layers, resolve_model
 from tasks.train import use_bf16
 
 NO_DROPOUT = {"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}
@@ -37,6 +39,7 @@ class Variant:
     compile: bool = False
     model_kwargs: dict = field(default_factory=dict)
     freeze_embeddings: bool = False
+    frozen_layers: int = 0
 
 
 VARIANTS = {
@@ -48,6 +51,10 @@ VARIANTS = {
     "batch 32, eager attention": Variant(32, model_kwargs={"attn_implementation": "eager"}),
     "batch 32, no dropout": Variant(32, model_kwargs=NO_DROPOUT),
     "batch 32, word embeddings frozen": Variant(32, freeze_embeddings=True),
+    "batch 8, 2 layers frozen": Variant(8, frozen_layers=2),
+    "batch 16, 2 layers frozen": Variant(16, frozen_layers=2),
+    "batch 32, 2 layers frozen": Variant(32, frozen_layers=2),
+    "batch 64, 2 layers frozen": Variant(64, frozen_layers=2),
 }
 
 
@@ -76,6 +83,7 @@ def measure(variant: Variant, data, model_path: str, warmup: int, steps: int) ->
     )
     if variant.freeze_embeddings:
         model.base_model.embeddings.word_embeddings.weight.requires_grad_(False)
+    freeze_lower_layers(model, variant.frozen_layers)
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=1e-4, fused=True)
     model.train()
@@ -114,12 +122,16 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1600, help="first N train rows")
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--steps", type=int, default=25)
+    parser.add_argument("--bf16", choices=("auto", "on", "off"), default="auto")
+    parser.add_argument("--variant", action="append", choices=VARIANTS, help="(default: all)")
     parser.add_argument("--results", type=Path, default=RESULTS)
     args = parser.parse_args()
     model = resolve_model(PACKAGED_MODEL)
-    bf16 = use_bf16("auto")  # as the flow decides on this machine
+    bf16 = use_bf16(args.bf16)  # "auto": as the flow decides on this machine
+    names = args.variant or list(VARIANTS)
     measured = {}
-    for name, variant in VARIANTS.items():
+    for name in names:
+        variant = VARIANTS[name]
         variant = replace(variant, bf16=bf16)
         multiple = 16 if variant.compile else None  # bucketed shapes: fewer recompiles
         data = batches(args.data_dir, model, args.rows, variant.batch_size, multiple)

@@ -134,9 +134,7 @@ def fine_tune(
         )
         results = evaluate(result.trainer, tokenized.datasets, dataset)
         log_evaluation(client, run_id, results, dataset.label_names)
-        record_inputs(
-            client, run_id, {"bf16_active": result.bf16, "frozen_layers": result.frozen_layers}
-        )
+        record_inputs(client, run_id, result.decided)
         timings = {
             "train_seconds": result.train_seconds,
             "train_samples_per_second": result.train_samples_per_second,
@@ -154,8 +152,7 @@ def fine_tune(
             timings=timings,
             bf16=result.bf16,
             tokenize_cache_hit=tokenized.cache_hit,
-            recipe={name: getattr(config, name) for name in RECIPE}
-            | {"frozen_layers": result.frozen_layers},
+            recipe={name: getattr(config, name) for name in RECIPE} | result.decided,
         )
         if config.log_model:
             example = dataset.splits["validation"].iloc[0]

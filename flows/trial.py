@@ -136,9 +136,7 @@ def run_trial(trial: optuna.Trial, shared: TrialInputs) -> TrialOutcome:
             search.enqueue_retry(trial.study, trial, config.trial_retries)
             raise
         shutil.rmtree(output_dir, ignore_errors=True)  # the trial's model is never kept
-        tracking.log_params(
-            client, run_id, {"bf16_active": result.bf16, "frozen_layers": result.frozen_layers}
-        )
+        tracking.log_params(client, run_id, result.decided)
         values = {round(row["epoch"]): row[objective] for row in result.history if objective in row}
         state = "PRUNED" if pruning.pruned else "COMPLETE"
         client.set_tag(run_id, STATE_TAG, state)

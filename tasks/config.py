@@ -93,6 +93,12 @@ class FineTuneConfig(BaseModel):
         "(no native bf16), none otherwise; on AVX2 kernels that trained 1.23x as fast, at an "
         "accuracy within the noise of three seeds (bench/RESULTS.md).",
     )
+    cache_frozen_features: bool = Field(
+        True,
+        description="With frozen layers, run them once over the training rows and keep their "
+        "outputs, so training steps run only the layers above (their dropout is then not "
+        "applied).",
+    )
     threads: int | None = Field(
         None,
         ge=1,

@@ -15,7 +15,7 @@ from tasks.evaluation import SplitResult
 RECIPE = (
     "model_name_or_path", "learning_rate", "batch_size", "num_epochs", "weight_decay",
     "warmup_ratio", "seed", "max_length", "objective_metric", "bf16", "group_by_length",
-    "frozen_layers",
+    "frozen_layers", "frozen_features_cached",
 )  # fmt: skip
 # Licences of the base models this project ships or names by default.
 BASE_LICENCES = {"packaged:all-MiniLM-L6-v2": "apache-2.0"}

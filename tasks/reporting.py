@@ -59,7 +59,7 @@ class FineTuneResult:
                 f"Fine-tune of `{self.model}` on {rows} rows "
                 f"(data fingerprint `{self.data_fingerprint[:12]}`).",
                 "",
-                f"Recipe: {recipe}; bf16 {self.bf16}.",
+                f"Recipe: {recipe}.",
                 "",
                 metrics_table(self.metrics),
                 *(["", self.onnx.describe()] if self.onnx else []),

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 from datasets import DatasetDict
-from torch.utils.data import SequentialSampler
+from torch.utils.data import DataLoader, SequentialSampler
 from transformers import (
     DataCollatorWithPadding,
     ProgressCallback,
@@ -27,6 +27,7 @@ from transformers import (
 
 from tasks.config import FineTuneConfig
 from tasks.evaluation import trainer_metrics
+from tasks.frozen_features import FrozenFeatures
 from tasks.model import encoder_layers, freeze_lower_layers, load_model
 from tasks.tokenization import by_length
 
@@ -98,7 +99,8 @@ def training_arguments(
 
 
 class InOrderEvalTrainer(Trainer):
-    """A Trainer whose evaluation and `predict` see the rows in the order given.
+    """A Trainer whose evaluation and `predict` see the rows in the order given, and whose
+    training steps start above the frozen layers when their outputs are kept.
 
     With `train_sampling_strategy="group_by_length"`, transformers 5 also hands evaluation
     and prediction a `LengthGroupedSampler` (random mega-batches): its metrics stay right,
@@ -106,10 +108,20 @@ class InOrderEvalTrainer(Trainer):
     Training keeps its grouped sampler; held-out rows are read sequentially.
     """
 
+    frozen_features: FrozenFeatures | None = None
+
     def _get_eval_sampler(self, eval_dataset):
         if eval_dataset is None or self.args.world_size > 1:
             return super()._get_eval_sampler(eval_dataset)
         return SequentialSampler(eval_dataset)
+
+    def compute_loss(self, model, inputs, *args, **kwargs):
+        kept = self.frozen_features if model.training else None  # evaluation: whole model
+        features = kept.lookup(inputs) if kept is not None else None
+        if features is None:
+            return super().compute_loss(model, inputs, *args, **kwargs)
+        with kept.upper_layers_only(features):
+            return super().compute_loss(model, inputs, *args, **kwargs)
 
 
 class TrainingProgress(ProgressCallback):
@@ -152,6 +164,16 @@ class TrainResult:
     train_samples_per_second: float
     bf16: bool
     frozen_layers: int
+    frozen_features_cached: bool
+
+    @property
+    def decided(self) -> dict[str, bool | int]:
+        """What training settled from 'auto' settings and the machine: recorded as params."""
+        return {
+            "bf16_active": self.bf16,
+            "frozen_layers": self.frozen_layers,
+            "frozen_features_cached": self.frozen_features_cached,
+        }
 
 
 def train(
@@ -205,9 +227,13 @@ def train(
         args.bf16,
         frozen,
     )
-    start = time.perf_counter()
+    start = time.perf_counter()  # the frozen layers' one pass is part of training
+    if config.cache_frozen_features:
+        trainer.frozen_features = frozen_features(trainer, frozen)
+    cached = trainer.frozen_features is not None
     output = trainer.train(resume_from_checkpoint=resume_from_checkpoint)
     seconds = time.perf_counter() - start
+    trainer.frozen_features = None  # its memory back before evaluation and logging
     return TrainResult(
         trainer=trainer,
         history=list(trainer.state.log_history),
@@ -215,4 +241,14 @@ def train(
         train_samples_per_second=float(output.metrics["train_samples_per_second"]),
         bf16=args.bf16,
         frozen_layers=frozen,
+        frozen_features_cached=cached,
     )
+
+
+def frozen_features(trainer: Trainer, frozen: int) -> FrozenFeatures | None:
+    """The frozen layers' outputs for the training rows, run in length order."""
+    train_set, _ = by_length(trainer.train_dataset)
+    size = trainer.args.per_device_eval_batch_size
+    batches = DataLoader(train_set, batch_size=size, collate_fn=trainer.data_collator)
+    tokens = sum(len(ids) for ids in train_set["input_ids"])
+    return FrozenFeatures.for_training(trainer.model, frozen, batches, tokens, trainer.args.bf16)

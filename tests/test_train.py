@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 
+import tasks.train
 from tasks.config import PACKAGED_MODEL, FineTuneConfig
 from tasks.data import load_data
 from tasks.model import load_model, resolve_model
@@ -70,3 +71,29 @@ def test_frozen_layers_keep_their_weights_and_the_rest_learns(mrpc_dir, tmp_path
     dense = "bert.encoder.layer.{}.output.dense.weight"
     assert {"bert.embeddings.word_embeddings.weight", dense.format(1)} <= unchanged
     assert not {dense.format(2), dense.format(5), "classifier.weight"} & unchanged
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("cached", [True, False])
+def test_training_steps_start_above_the_frozen_layers(mrpc_dir, tmp_path, monkeypatch, cached):
+    """With their outputs kept, the frozen layers run only in eval mode (the one pass before
+    training, and each evaluation); training steps run the layers above them."""
+    modes: dict[int, list[bool]] = {0: [], 2: []}
+
+    def observed(model_path, label_names):
+        model = load_model(model_path, label_names)
+        for index, calls in modes.items():
+            model.bert.encoder.layer[index].register_forward_hook(
+                lambda module, args, output, calls=calls: calls.append(module.training)
+            )
+        return model
+
+    monkeypatch.setattr(tasks.train, "load_model", observed)
+    config = FineTuneConfig(
+        data_dir=mrpc_dir, max_train_samples=16, max_eval_samples=8, num_epochs=1,
+        batch_size=8, freeze_layers=2, bf16="off", cache_frozen_features=cached,
+    )  # fmt: skip
+    (run,) = train_on_a_slice(config, tmp_path)
+    assert run.frozen_features_cached is cached
+    assert modes[2].count(True) == 2  # two steps of 8 rows
+    assert modes[0].count(True) == (0 if cached else 2)

@@ -228,3 +228,5 @@ def test_recorded_frozen_layers_are_the_ones_the_logged_model_kept(recorded, tmp
     assert kept == int(recorded.run.data.params["frozen_layers"])
     assert unchanged("embeddings.") == (kept > 0)
     assert kept == (0 if recorded.summary.bf16 else 2)  # 'auto': a third of MiniLM's 6 in fp32
+    # their outputs are run once and kept by default, wherever layers are frozen
+    assert recorded.run.data.params["frozen_features_cached"] == str(kept > 0)
