@@ -4,8 +4,8 @@ The flow runs as users start it, `finetrack fine-tune`, with Prefect's embedded 
 do the same work, back to back in one invocation with the same threads: the seed recipe
 on MRPC train, evaluated on validation after every epoch (the flow gets a folder holding only
 those two splits, so it predicts no test set), batches drawn at random in both (the flow's
-`--group-by-length` is pinned off and its batch size and learning rate to the seed's, so that
-the work is the same whatever its defaults), in
+`--group-by-length` is pinned off, its batch size and learning rate to the seed's, and
+`--freeze-layers` to 0, so that the work is the same whatever its defaults), in
 bf16 autocast in both where the flow's default (`--bf16 auto`) turns it on.
 Each wall time is the whole process, from start to exit, model logging included; the
 flow's own timings say where its extra time went.
@@ -73,7 +73,8 @@ def main() -> None:
                  "--tracking-uri", f"sqlite:///{work}/mlflow.db",
                  "--output-dir", str(work / "outputs"), "--cache-dir", str(work / "cache"),
                  "--experiment-name", "bench-overhead", "--group-by-length", "false",
-                 "--batch-size", "8", "--learning-rate", "5e-5", *slice_flags],
+                 "--batch-size", "8", "--learning-rate", "5e-5", "--freeze-layers", "0",
+                 *slice_flags],
             ),
         }  # fmt: skip
         seconds = run_flows(jobs, work, parallel=False)

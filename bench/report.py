@@ -245,7 +245,8 @@ def step_speed(data: dict) -> list[str]:
     lines = [
         f"### Training-step speed of the ideas (first {settings['rows']} MRPC train rows in "
         f"length-grouped batches, {settings['steps']} steps after {settings['warmup']}, "
-        f"bf16 {'on' if settings['bf16'] else 'off'}, fused AdamW, one process)",
+        f"bf16 {'on' if settings['bf16'] else 'off'}, fused AdamW, one process"
+        + (f", {settings['kernels']} kernels)" if "kernels" in settings else ")"),
         "",
         f"| variant | train samples/s | vs {first_name} | warm-up s | forward | backward "
         "| optimizer |",

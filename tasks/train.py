@@ -50,9 +50,10 @@ def use_bf16(setting: str) -> bool:
 
 def layers_to_freeze(setting: int | str, bf16: bool, model) -> int:
     """Resolve `freeze_layers`. 'auto' keeps the lower third of the layers fixed where a CPU
-    trains in fp32: with AVX2 kernels that made the default recipe 1.89x the seed script's
-    speed instead of 1.54x, accuracy within noise (bench/RESULTS.md). Where bf16 or a GPU
-    makes training fast already, every weight is trained."""
+    trains in fp32: with their outputs kept (`tasks/frozen_features.py`), that made the
+    default recipe 2.19x the seed script's speed on AVX2 kernels instead of 1.54x, at a
+    higher accuracy over three seeds (bench/RESULTS.md). Where bf16 or a GPU makes training
+    fast already, every weight is trained."""
     if setting != "auto":
         return int(setting)
     layers = encoder_layers(model)
