@@ -9,7 +9,7 @@ ARGS   ?=
 export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 
-.PHONY: install run test test-fast lint format ui bench clean
+.PHONY: install run test test-fast test-fp32 lint format ui bench clean
 
 install: $(VENV)/.installed
 
@@ -29,6 +29,9 @@ test: install lint
 
 test-fast: install
 	$(PY) -m pytest -q -m "not slow"
+
+test-fp32: install  # the suite as a CPU without native bf16 runs it (fp32, frozen layers)
+	PYTHONPATH=$(CURDIR)/tests/without_native_bf16 $(PY) -m pytest -q
 
 lint: install
 	$(VENV)/bin/ruff check .
