@@ -25,13 +25,13 @@ run: install
 	$(VENV)/bin/finetrack fine-tune $(if $(DATA),--data-dir $(DATA)) $(ARGS)
 
 test: install lint
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -rs
 
 test-fast: install
 	$(PY) -m pytest -q -m "not slow"
 
 test-fp32: install  # the suite as a CPU without native bf16 runs it (fp32, frozen layers)
-	PYTHONPATH=$(CURDIR)/tests/without_native_bf16 $(PY) -m pytest -q
+	PYTHONPATH=$(CURDIR)/tests/without_native_bf16 $(PY) -m pytest -q -rs
 
 lint: install
 	$(VENV)/bin/ruff check .
