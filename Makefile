@@ -56,6 +56,7 @@ bench: install
 	$(PY) -m bench.parallel_search --data-dir $(DATA)
 	$(PY) -m bench.search_pruning --data-dir $(DATA) $(ARGS)
 	$(PY) -m bench.quality --data-dir $(DATA) --tuned-from bench/results/search_pruning.json $(ARGS)
+	$(PY) -m bench.determinism --data-dir $(DATA)
 	$(PY) -m bench.report
 
 clean:

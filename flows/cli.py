@@ -1,21 +1,23 @@
 """The `finetrack` command: one subcommand per flow, plus `ui` and `deploy`.
 
-Every flag of `fine-tune`, `search`, `retrain` and `predict` is generated from the typed
-config that validates it (name, help text, default), so the command line cannot drift from
+Every flag of `fine-tune`, `search`, `retrain`, `predict` and `reproduce` is generated from the
+typed config that validates it (name, help text, default), so the command line cannot drift from
 the config. Bad input prints one `error:` line and exits with 2 before any work starts (the
 traceback too with `--verbose`); SIGTERM stops the work like Ctrl-C, so that open MLflow
-runs are closed as KILLED.
+runs are closed as KILLED. `ui` stops the MLflow server's whole process group on either.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import os
 import signal
 import subprocess
 import sys
 import threading
+import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,6 +29,7 @@ from pydantic import BaseModel
 from tasks.config import (
     FineTuneConfig,
     PredictConfig,
+    ReproduceConfig,
     RetrainConfig,
     SearchConfig,
     read_yaml,
@@ -103,6 +106,10 @@ def _config_only(flow: Callable, config: BaseModel, args: argparse.Namespace) ->
     return flow(config)
 
 
+def _success(result: object) -> int:
+    return 0
+
+
 @dataclass(frozen=True)
 class FlowCommand:
     """A subcommand that validates a config and runs one flow with it.
@@ -115,6 +122,7 @@ class FlowCommand:
     model: type[BaseModel]
     flow: str
     call: Callable[[Callable, Any, argparse.Namespace], object] = _config_only
+    status: Callable[[object], int] = _success  # the exit status from the flow's result
 
     def load(self) -> Callable:
         module, name = self.flow.split(":")
@@ -123,6 +131,15 @@ class FlowCommand:
 
 def _search(flow: Callable, config: SearchConfig, args: argparse.Namespace) -> object:
     return flow(config, force=args.force)
+
+
+def _reproduce(flow: Callable, config: ReproduceConfig, args: argparse.Namespace) -> object:
+    return flow(args.run_id, config, allow_data_change=args.allow_data_change)
+
+
+def _verdict_status(verdict) -> int:
+    """0 when a reproduction's result holds, 1 when it differs."""
+    return verdict.exit_code
 
 
 FLOWS = {
@@ -150,6 +167,13 @@ FLOWS = {
     "predict": FlowCommand(
         "Classify a file with a registered model.", PredictConfig, "flows.predict:predict"
     ),
+    "reproduce": FlowCommand(
+        "Re-run a recorded run from its record and say whether its result holds.",
+        ReproduceConfig,
+        "flows.reproduce:reproduce",
+        _reproduce,
+        _verdict_status,
+    ),
 }
 
 
@@ -174,17 +198,50 @@ def start_embedded_api() -> Callable[[], None]:
 
 
 def ui(args: argparse.Namespace) -> int:
-    """The MLflow UI over the configured tracking store, on 127.0.0.1."""
-    from tasks.tracking import redact, resolve_tracking_uri
+    """The MLflow UI over the configured tracking store, on 127.0.0.1, until Ctrl-C or SIGTERM
+    stop it with every process it started."""
+    from tasks.tracking import TRAINING_VIEW, experiment_page, redact, resolve_tracking_uri
 
     uri = resolve_tracking_uri(args.tracking_uri)
     if uri.startswith(("http://", "https://")):
-        print(f"the tracking server {redact(uri)} serves its own UI: open it in a browser")
+        address = f"{redact(uri).rstrip('/')}/#/experiments?{TRAINING_VIEW}"
+        print(f"the tracking server {redact(uri)} serves its own UI: open {address}")
         return 0
-    print(f"MLflow UI over {redact(uri)} on http://127.0.0.1:{args.port} (Ctrl-C stops it)")
+    address = f"http://127.0.0.1:{args.port}"
+    print(f"MLflow UI over {redact(uri)} on {address} (Ctrl-C stops it)")
+    page = experiment_page(address, uri, args.experiment_name)
+    print(f"experiment {args.experiment_name!r}, training view: {page}", flush=True)
     mlflow = str(Path(sys.executable).parent / "mlflow")
     command = [mlflow, "ui", "--host", "127.0.0.1", "--port", str(args.port)]
-    return subprocess.call([*command, "--backend-store-uri", uri])
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, _raise_keyboard_interrupt)
+    # A session of its own: the server, its uvicorn workers and job runners are then one
+    # process group, stopped together; a terminal's Ctrl-C reaches only this process.
+    server = subprocess.Popen([*command, "--backend-store-uri", uri], start_new_session=True)
+    try:
+        return server.wait()
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, signal.SIG_IGN)  # a second Ctrl-C must not cut the stop short
+        stop_process_group(server)
+
+
+def stop_process_group(process: subprocess.Popen, grace: float = 15.0) -> None:
+    """SIGTERM to the process group that `process` leads, SIGKILL to what is left of it
+    after `grace` seconds; returns once the group is empty (or 5 s after SIGKILL)."""
+    for signum, seconds in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signum)
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            process.poll()  # reap the leader: unreaped, it would keep the group alive
+            try:
+                os.killpg(process.pid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.1)
 
 
 def deploy(args: argparse.Namespace) -> int:
@@ -228,9 +285,21 @@ def parser() -> argparse.ArgumentParser:
             sub.add_argument(
                 "--force", action="store_true", help="Continue a study whose space changed."
             )
+        if name == "reproduce":
+            sub.add_argument("run_id", metavar="RUN_ID", help="The MLflow run to reproduce.")
+            sub.add_argument(
+                "--allow-data-change",
+                action="store_true",
+                help="Reproduce on data whose fingerprint differs from the run's (else refused).",
+            )
     view = commands.add_parser("ui", help="MLflow UI over the configured tracking store.")
     view.add_argument("--tracking-uri", help="Default: $MLFLOW_TRACKING_URI or ./mlflow.db.")
     view.add_argument("--port", type=int, default=5000)
+    view.add_argument(
+        "--experiment-name",
+        default=FineTuneConfig.model_fields["experiment_name"].default,
+        help="The experiment whose address is printed [default: %(default)s].",
+    )
     pool = commands.add_parser("deploy", help="Create the work pool and the deployments.")
     pool.add_argument("--pool", default="local", help="Process work pool name [default: local].")
     return top
@@ -260,13 +329,13 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             wait_for_api()  # a start that failed is retried, and reported, by the flow call
         quiet_libraries(verbose=args.verbose)
-        command.call(flow, config, args)
+        result = command.call(flow, config, args)
     except BAD_INPUT as error:
         if args.verbose:
             traceback.print_exc()
         print(f"error: {error}", file=sys.stderr)
         return 2
-    return 0
+    return command.status(result)
 
 
 def flow_main(command: str) -> Callable[[list[str] | None], int]:

@@ -1,13 +1,18 @@
-"""Confirmation of a search's best configurations: each is retrained over several seeds as
-nested fine-tune runs, and the best mean validation objective wins.
+"""Confirmation of a search's best configurations: each is retrained over the same seeds as
+nested fine-tune runs, and compared with the best mean seed by seed.
 
-Best-of-N on a noisy validation set is optimistic, so the choice rests on a mean over
-seeds; the model logged for the winner is its run with the base seed.
+Best-of-N on a noisy validation set is optimistic, so the choice rests on seeds, paired: the
+configuration with the best mean validation objective leads, and every other one is compared
+with it by the mean of the per-seed differences and its 95% t interval. Among the leader and
+the configurations it cannot be told apart from, the cheaper one wins: fewer epochs, then
+more frozen layers (fewer trainable weights). The model logged for the winner is its run with
+the base seed.
 """
 
 from __future__ import annotations
 
 import statistics
+from dataclasses import asdict
 
 import optuna
 
@@ -15,6 +20,7 @@ from flows.fine_tune import fine_tune
 from tasks import search, tracking
 from tasks.config import SearchConfig
 from tasks.study_record import STUDY_TAG
+from tasks.uncertainty import seed_paired_difference
 
 
 def confirm_and_pick(
@@ -62,12 +68,45 @@ def confirm_and_pick(
                 "run_ids": [run.run_id for run in runs],
                 "run_id": runs[0].run_id,
                 "model_uri": runs[0].model_uri,
+                "num_epochs": runs[0].recipe["num_epochs"],
+                "frozen_layers": runs[0].recipe.get("frozen_layers", 0),
             }
         )
-    winner = max(results, key=lambda r: r["mean_validation"])
+    winner = pick_winner(results)
     tracking.log_files(client, parent_id, {"confirmation.json": results})
     tracking.log_metrics(client, parent_id, confirmed_metrics(winner))
     return winner, confirmation_description(results, winner)
+
+
+def pick_winner(results: list[dict]) -> dict:
+    """The cheapest of the leader and the configurations not told apart from it; each row
+    gets its paired comparison with the leader and the winner its reason."""
+    leader = max(results, key=lambda row: row["mean_validation"])
+    tied = [leader]
+    for row in results:
+        if row is leader:
+            continue
+        paired = seed_paired_difference(row["validation_scores"], leader["validation_scores"])
+        row["vs_leader"] = asdict(paired) | {"text": paired.text()}
+        if not paired.distinguishable:
+            tied.append(row)
+    winner = min(tied, key=lambda row: (row["num_epochs"], -row["frozen_layers"]))
+    if winner is leader:
+        others = len(tied) - 1
+        winner["reason"] = "best mean" + (
+            f"; as cheap as or cheaper than the {others} configuration(s) it cannot be told apart "
+            "from"
+            if others
+            else ", told apart from every other configuration"
+        )
+    else:
+        winner["reason"] = (
+            f"cannot be told apart from the best mean (trial {leader['trial']}: "
+            f"{winner['vs_leader']['text']}) and cheaper: {winner['num_epochs']} epoch(s), "
+            f"{winner['frozen_layers']} frozen layer(s), against {leader['num_epochs']} and "
+            f"{leader['frozen_layers']}"
+        )
+    return winner
 
 
 def confirmed_metrics(winner: dict) -> dict[str, float]:
@@ -84,9 +123,12 @@ def confirmation_description(results: list[dict], winner: dict) -> str:
     """Mean ± sd over seeds of each confirmed configuration, for the study run."""
     lines = [f"Confirmation over seeds {winner['seeds']} (validation {winner['metric']}):", ""]
     for row in results:
+        against = (
+            f"; against the best mean {row['vs_leader']['text']}" if "vs_leader" in row else ""
+        )
         mark = " (winner)" if row is winner else ""
         lines.append(
             f"- trial {row['trial']}: {row['mean_validation']:.4f} ± "
-            f"{row['std_validation']:.4f}{mark}"
+            f"{row['std_validation']:.4f}{against}{mark}"
         )
-    return "\n".join(lines)
+    return "\n".join([*lines, "", f"Winner: trial {winner['trial']}, {winner['reason']}."])

@@ -20,11 +20,14 @@ from prefect.runtime import flow_run
 from flows.cli import flow_main
 from flows.promotion import register_and_promote
 from tasks import (
+    calibration,
     data,
     evaluation,
     model,
     model_card,
+    objective,
     onnx_export,
+    provenance,
     tokenization,
     tracking,
     train,
@@ -33,6 +36,7 @@ from tasks.config import FineTuneConfig
 from tasks.errors import BAD_INPUT
 from tasks.registry import Holdout, PromotionPolicy
 from tasks.reporting import FineTuneResult
+from tasks.worth_a_look import most_confidently_wrong
 
 log = logging.getLogger(__name__)
 # Settings that make the training recipe, in the run's description.
@@ -65,6 +69,7 @@ log_datasets = task(tracking.log_dataset_inputs, name="log-datasets", cache_poli
 fine_tune_model = task(train.train, name="train", cache_policy=NONE)
 evaluate = task(evaluation.evaluate_model, name="evaluate", cache_policy=NONE)
 log_evaluation = task(tracking.log_evaluation, name="log-evaluation", cache_policy=NONE)
+record_calibration = task(calibration.record, name="calibration", cache_policy=NONE)
 log_model = task(tracking.log_classifier_model, name="log-model", cache_policy=NONE)
 log_onnx_export = task(onnx_export.log_checked_export, name="log-onnx-export", cache_policy=NONE)
 
@@ -94,14 +99,21 @@ def fine_tune(
     """
     config = config or FineTuneConfig()
     client = tracking.connect(config.tracking_uri)
-    model_path = resolve_model(config.model_name_or_path, config.freeze_layers)
+    model_path = resolve_model(config.model_name_or_path, config.freeze_layers, config.max_length)
     dataset = load_data(config)
+    config = objective.resolve_objective(config, dataset.label_names)
+    log.info("%s", objective.describe(config, dataset.label_names))
+    scoring = objective.scoring(config, dataset.label_names)
+    advice = train.few_rows_warning(len(dataset.splits["train"]), config.batch_size)
+    if advice:
+        log.warning(advice)
     tokenizer = tokenization.load_tokenizer(model_path)
     tokenized = tokenize(dataset, tokenizer, config.max_length, config.cache_dir)
 
     tags = {
         "finetrack.flow": "fine-tune",
         "finetrack.data_fingerprint": dataset.fingerprint,
+        **provenance.tags(config.threads),  # the code and the machine
         **(tags or {}),
     }
     run_name = config.run_name or flow_run.get_name()  # the same name in Prefect and MLflow
@@ -116,6 +128,7 @@ def fine_tune(
             "num_labels": dataset.num_labels,
             "label_names": ",".join(dataset.label_names),
             "train_rows": len(dataset.splits["train"]),
+            **objective.params(config, dataset.label_names),
             **tracking.library_versions(),
         }
         record_inputs(client, run_id, params)
@@ -132,8 +145,15 @@ def fine_tune(
             output_dir,
             callbacks=[tracking.EpochMetricsLogger(client, run_id)],
         )
-        results = evaluate(result.trainer, tokenized.datasets, dataset)
+        results = evaluate(result.trainer, tokenized.datasets, dataset, scoring)
+        calibrated = record_calibration(client, run_id, results, config.calibrate)
+        results = calibration.applied(results, calibrated.temperature)  # as the model scores
         log_evaluation(client, run_id, results, dataset.label_names)
+        if config.worth_a_look_rows:
+            wrong = most_confidently_wrong(
+                results["validation"], dataset.label_names, config.worth_a_look_rows
+            )
+            tracking.log_files(client, run_id, {"worth_a_look_validation.csv": wrong})
         record_inputs(client, run_id, result.decided)
         timings = {
             "train_seconds": result.train_seconds,
@@ -166,12 +186,13 @@ def fine_tune(
                 input_example,
                 model_card.render(client.get_run(run_id), dataset, results),
                 config.max_length,
+                calibrated.temperature,
             )
             outcome.model_uri = log_model(client, run_id, package).model_uri
             tracking.log_metrics(
                 client, run_id, {"log_model_seconds": time.perf_counter() - started}
             )
-            holdout = Holdout(dataset.splits["validation"], dataset.label_names)
+            holdout = Holdout(dataset.splits["validation"], dataset.label_names, scoring)
             if config.onnx_export != "none":
                 outcome.onnx = log_onnx_export(
                     client, run_id, package, config.onnx_export, outcome.model_uri, holdout
@@ -183,7 +204,7 @@ def fine_tune(
                     run_id,
                     config.registered_model_name,
                     holdout,
-                    PromotionPolicy(metric=config.objective_metric),
+                    PromotionPolicy.of(config),
                 )
         tracking.describe(client, run_id, outcome.description(dataset.summary()))
         shutil.rmtree(output_dir, ignore_errors=True)

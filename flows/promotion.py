@@ -53,8 +53,5 @@ def register_and_promote(
     decision = promote(client, model_name, version, holdout, policy)
     for key, value in decision.as_tags().items():
         client.set_tag(run_id, key, value)
-    scores = {"promotion_challenger_score": decision.challenger_score}
-    if decision.champion_score is not None:
-        scores["promotion_champion_score"] = decision.champion_score
-    tracking.log_metrics(client, run_id, scores)
+    tracking.log_metrics(client, run_id, decision.metrics())
     return decision

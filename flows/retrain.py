@@ -2,8 +2,9 @@
 
 The challenger's hyperparameters come from the config, from the best trial of a study, or
 from a short new search. Champion and challenger are scored on the same held-out split; the
-alias `champion` moves only for a gain above the margin (the first model always becomes
-champion). The decision, both scores and both versions go to MLflow and to a Prefect artifact.
+alias `champion` moves only when the paired bootstrap interval of the gain lies above the
+margin (the first model always becomes champion). The decision, its evidence and both
+versions go to MLflow and to a Prefect artifact.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from tasks.config import (
     RetrainConfig,
     SearchConfig,
 )
+from tasks.objective import resolve_objective, scoring
 
 
 def best_known_params(config: RetrainConfig) -> dict:
@@ -58,22 +60,6 @@ def challenger_params(config: RetrainConfig) -> dict:
     return {}
 
 
-def decision_markdown(decision: registry.Decision) -> str:
-    verdict = "promoted" if decision.promoted else "kept the champion"
-    champion = (
-        f"v{decision.champion_version} {decision.metric}={decision.champion_score:.4f}"
-        if decision.champion_score is not None
-        else "none"
-    )
-    return (
-        f"# Retrain: {verdict}\n\n"
-        f"- model `{decision.model_name}`\n"
-        f"- challenger v{decision.challenger_version}: "
-        f"{decision.metric}={decision.challenger_score:.4f}\n"
-        f"- champion before: {champion}\n- margin: {decision.margin}\n"
-    )
-
-
 @flow(name="retrain")
 def retrain(config: RetrainConfig | None = None) -> dict:
     """Train, register, compare with the champion on the same rows, promote if better."""
@@ -85,18 +71,21 @@ def retrain(config: RetrainConfig | None = None) -> dict:
     challenger = fine_tune(train_config, tags={"finetrack.flow": "retrain"})
     client = tracking.connect(config.train.tracking_uri)
     dataset = load_data(config.train)
+    train_config = resolve_objective(train_config, dataset.label_names)
     split = config.evaluation_split
     decision = register_and_promote(
         client,
         challenger.model_uri,
         challenger.run_id,
         config.registered_model_name,
-        registry.Holdout(dataset.splits[split], dataset.label_names, split),
-        registry.PromotionPolicy(
-            metric=config.metric or config.train.objective_metric, margin=config.promotion_margin
+        registry.Holdout(
+            dataset.splits[split], dataset.label_names,
+            scoring(train_config, dataset.label_names), split,
         ),
-    )
-    create_markdown_artifact(decision_markdown(decision), key="retrain-decision")
+        registry.PromotionPolicy.of(train_config, metric=config.metric),
+    )  # fmt: skip
+    logger.info("%s", decision.describe())
+    create_markdown_artifact(decision.markdown(), key="retrain-decision")
     return {"run_id": challenger.run_id, "params": params, "decision": decision}
 
 

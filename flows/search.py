@@ -20,8 +20,9 @@ from flows.confirmation import confirm_and_pick
 from flows.fan_out import check_deployment, run_workers
 from flows.promotion import register_and_promote
 from flows.trial import finish_study, open_search, study_run_name
-from tasks import search, study_record, tracking, warm_start
+from tasks import provenance, search, study_record, tracking, warm_start
 from tasks.config import SearchConfig
+from tasks.objective import scoring
 from tasks.registry import DEFAULT_MODEL_NAME, Holdout, PromotionPolicy
 
 log = logging.getLogger(__name__)
@@ -31,16 +32,21 @@ log = logging.getLogger(__name__)
 def search_flow(config: SearchConfig | None = None, force: bool = False) -> dict:
     """Run (or resume) the study to `n_trials` finished trials, then pick and register."""
     config = config or SearchConfig()
-    objective = config.train.objective_metric
     if config.parallelism > 1:
         check_deployment(config)
     study, dataset, shared = open_search(config, force)
-    client = shared.client
+    config, client = shared.config, shared.client  # the objective resolved on the data
+    objective = config.train.objective_metric
 
-    tags = {study_record.STUDY_TAG: config.study_name, "finetrack.flow": "search"}
+    resumed = study.user_attrs.get(search.STUDY_RUN_ATTR)
+    tags = {  # a resumed study run keeps those of its creation
+        study_record.STUDY_TAG: config.study_name,
+        "finetrack.flow": "search",
+        **provenance.tags(config.train.threads),
+    }
     with tracking.tracked_run(
         client, config.train.experiment_name, f"study-{config.study_name}", tags,
-        resume_run_id=study.user_attrs.get(search.STUDY_RUN_ATTR),
+        resume_run_id=resumed,
     ) as parent_id:  # fmt: skip
         study.set_user_attr(search.STUDY_RUN_ATTR, parent_id)
         tracking.log_params(
@@ -57,6 +63,8 @@ def search_flow(config: SearchConfig | None = None, force: bool = False) -> dict
                 "data_fingerprint": dataset.fingerprint,
             },
         )
+        if not resumed:  # the data source and library versions, once
+            tracking.log_params(client, parent_id, shared.record)
         shared.parent_run_id = parent_id
         warm_start.enqueue_known_configurations(config, study, client)
         if config.parallelism > 1 and search.finished_count(study) < config.n_trials:
@@ -76,8 +84,12 @@ def search_flow(config: SearchConfig | None = None, force: bool = False) -> dict
                 winner["model_uri"],
                 winner["run_id"],
                 config.train.registered_model_name or DEFAULT_MODEL_NAME,
-                Holdout(dataset.splits["validation"], dataset.label_names),
-                PromotionPolicy(objective, config.promotion_margin),
+                Holdout(
+                    dataset.splits["validation"],
+                    dataset.label_names,
+                    scoring(config.train, dataset.label_names),
+                ),
+                PromotionPolicy.of(config.train),
             )
             for key, value in decision.as_tags().items():
                 client.set_tag(parent_id, key, value)

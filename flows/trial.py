@@ -18,8 +18,10 @@ from prefect.exceptions import TerminationSignal
 from prefect.runtime import flow_run
 
 from flows.fine_tune import load_data, resolve_model, tokenize
-from tasks import search, tokenization, tracking
+from tasks import provenance, search, tokenization, tracking
 from tasks.config import SearchConfig
+from tasks.objective import describe as describe_objective
+from tasks.objective import resolve_objective
 from tasks.study_record import (
     STATE_TAG,
     STUDY_TAG,
@@ -55,6 +57,7 @@ class TrialInputs:
     tokenizer: object
     tokenized: object  # tasks.tokenization.Tokenized
     label_names: list[str]
+    record: dict[str, str]  # data source and fingerprint, library versions: each trial's params
 
 
 def study_run_name(prefix: str) -> Callable[[], str]:
@@ -73,13 +76,23 @@ def open_search(config: SearchConfig, force: bool = False):
     """What the search flow and its workers start from: the tracking client, the study
     (created or resumed), the data set and the trials' shared inputs (no study run yet)."""
     client = tracking.connect(config.train.tracking_uri)
-    model_path = resolve_model(config.train.model_name_or_path, config.train.freeze_layers)
-    study = search.open_study(config, on_lost_trial(client, config), force=force)
+    model_path = resolve_model(
+        config.train.model_name_or_path, config.train.freeze_layers, config.train.max_length
+    )
     dataset = load_data(config.train)
+    train_config = resolve_objective(config.train, dataset.label_names)
+    config = config.model_copy(update={"train": train_config})  # validated as it was
+    log.info("%s", describe_objective(train_config, dataset.label_names))
+    study = search.open_study(config, on_lost_trial(client, config), force=force)
     tokenizer = tokenization.load_tokenizer(model_path)
     tokenized = tokenize(dataset, tokenizer, config.train.max_length, config.train.cache_dir)
+    record = {
+        "data_source": dataset.source,
+        "data_fingerprint": dataset.fingerprint,
+        **tracking.library_versions(),
+    }
     shared = TrialInputs(
-        config, client, None, model_path, tokenizer, tokenized, dataset.label_names
+        config, client, None, model_path, tokenizer, tokenized, dataset.label_names, record
     )
     return study, dataset, shared
 
@@ -99,7 +112,11 @@ def run_trial(trial: optuna.Trial, shared: TrialInputs) -> TrialOutcome:
     resume = search.resume_point(trial.study, trial, output_dir)
     for step, value in (resume.reported if resume else {}).items():
         trial.report(value, step)  # the epochs that need not be trained again
-    tags = {STUDY_TAG: config.study_name, TRIAL_TAG: str(number)}
+    tags = {
+        STUDY_TAG: config.study_name,
+        TRIAL_TAG: str(number),
+        **provenance.tags(config.train.threads),
+    }
     with tracking.tracked_run(
         client, trial_config.experiment_name, f"trial-{number}", tags, shared.parent_run_id,
         resume_run_id=resume.run_id if resume else None,
@@ -107,7 +124,7 @@ def run_trial(trial: optuna.Trial, shared: TrialInputs) -> TrialOutcome:
         trial.set_user_attr(search.MLFLOW_RUN, run_id)
         if flow_run.get_id():
             trial.set_user_attr(search.FLOW_RUN, flow_run.get_id())
-        params_logged = {**trial_config.params(), "trial_number": number}
+        params_logged = {**trial_config.params(), "trial_number": number, **shared.record}
         if resume:
             client.set_tag(run_id, TRIAL_TAG, str(number))
             trial.set_user_attr(search.RESUMED_FROM, resume.epoch)

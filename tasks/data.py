@@ -27,6 +27,7 @@ SPLITS = ("train", "validation", "test")
 SPLIT_ALIASES = {"validation": ("validation", "dev", "valid")}
 FORMATS = (".tsv", ".csv", ".jsonl")
 UNLABELLED = -1
+LISTED_CLASSES = 10  # a split's summary names the rows of each class up to this many
 
 
 @dataclass
@@ -57,6 +58,34 @@ class LoadedData:
                     counts[self.label_names[int(label_id)]] = int(count)
             result[name] = counts
         return result
+
+    def summary_lines(self) -> list[str]:
+        """One line per split as a person reads it: `train: 3,668 rows (0: 1,194, 1: 2,474)`.
+        Beyond LISTED_CLASSES classes the line gives their count, the rows per class and the
+        largest three, so that a thousand classes still make one short line."""
+
+        def named(counts: pd.Series) -> str:
+            return ", ".join(f"{self.label_names[int(i)]}: {n:,}" for i, n in counts.items())
+
+        lines = []
+        for split, frame in self.splits.items():
+            line = f"{split}: {len(frame):,} rows"
+            if not self.is_labelled(split):
+                lines.append(f"{line} (unlabelled)")
+                continue
+            counts = frame["label"].value_counts().sort_index()
+            if len(counts) <= LISTED_CLASSES:
+                lines.append(f"{line} ({named(counts)})")
+                continue
+            low, high = int(counts.min()), int(counts.max())
+            line += f", {len(counts):,} classes, "
+            if low == high:
+                lines.append(f"{line}{low:,} row{'s' if low > 1 else ''} each")
+                continue
+            top = counts.sort_values(ascending=False, kind="stable")[:3]
+            largest = f"{named(top)}, … {len(counts) - 3:,} more"
+            lines.append(f"{line}{low:,}-{high:,} rows each ({largest})")
+        return lines
 
 
 def find_split_files(data_dir: Path) -> dict[str, Path]:
@@ -200,7 +229,8 @@ def encode_labels(
     """Integer ids for every split's labels and the names in id order.
 
     Integer labels must be 0..K-1; string labels get ids in sorted order. A column that mixes
-    the two, or has an empty cell, is refused: read either way it would invent a class. A test
+    the two, has an empty cell or text labels that differ only in case is refused: read
+    either way it would invent a class. Labels are stripped of surrounding spaces. A test
     split without a label column, or with all labels -1 (GLUE's hidden test labels), is
     unlabelled. `where` names each split's file for the messages.
     """
@@ -235,6 +265,7 @@ def encode_labels(
         if label_names:
             raise DataError("label_names applies to integer labels; the train labels are text")
         names = sorted(set(train))
+        _refuse_case_variants(names, where["train"])
         mapping = {name: i for i, name in enumerate(names)}
     if len(set(train)) < 2:
         raise DataError(
@@ -258,6 +289,20 @@ def encode_labels(
             )
         encoded[split] = column.map(mapping).astype("int64")
     return encoded, names
+
+
+def _refuse_case_variants(names: list[str], where: str) -> None:
+    """`Yes` and `yes` would silently train as two classes, where a person means one."""
+    spellings: dict[str, list[str]] = {}
+    for name in names:
+        spellings.setdefault(name.casefold(), []).append(name)
+    clashes = [" and ".join(map(repr, same)) for same in spellings.values() if len(same) > 1]
+    if clashes:
+        raise DataError(
+            f"{where}: labels that differ only in case would train as separate classes: "
+            f"{', '.join(clashes[:5])}{', ...' if len(clashes) > 5 else ''}; "
+            "write each class one way"
+        )
 
 
 def _is_int(value: str) -> bool:
@@ -349,7 +394,7 @@ def load_hub(config: FineTuneConfig) -> LoadedData:
 def load_data(config: FineTuneConfig) -> LoadedData:
     """Load and validate the configured data; log rows and label counts per split."""
     data = load_local(config) if config.data_dir is not None else load_hub(config)
-    for split, counts in data.summary().items():
-        log.info("%s: %s", split, counts)
+    for line in data.summary_lines():
+        log.info("%s", line)
     log.info("data fingerprint %s (%s)", data.fingerprint[:12], data.source)
     return data

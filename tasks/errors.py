@@ -1,4 +1,5 @@
-"""The errors that mean the input is wrong: settings, data, model, tracking store, registry.
+"""The errors that mean the input is wrong: settings, data, model, tracking store, registry,
+a run to reproduce.
 
 The command line prints their message as one `error:` line and exits with 2, and flows never
 retry them. They live apart from the modules that raise them so that naming them does not
@@ -24,4 +25,9 @@ class TrackingError(RuntimeError):
     """Raised when the tracking server cannot be used, before any training starts."""
 
 
-BAD_INPUT = (ConfigError, DataError, ModelError, NoModelError, TrackingError)
+class RefusedError(ValueError):
+    """Raised when a recorded run cannot be reproduced as asked (other data, a study run),
+    before anything is trained."""
+
+
+BAD_INPUT = (ConfigError, DataError, ModelError, NoModelError, TrackingError, RefusedError)

@@ -16,6 +16,14 @@ log = logging.getLogger(__name__)
 # Parameter names of the classification heads of the model families in use (BERT-like:
 # `classifier`, DistilBERT: `pre_classifier`, GPT-like: `score`).
 HEAD_PREFIXES = ("classifier", "pre_classifier", "score")
+# Families whose position ids start after the padding id (RoBERTa's scheme): of their
+# `max_position_embeddings`, the first pad_token_id + 1 never hold a token (514 -> 512).
+PADDING_OFFSET_FAMILIES = frozenset(
+    {
+        "roberta", "roberta-prelayernorm", "xlm-roberta", "xlm-roberta-xl", "camembert",
+        "longformer", "data2vec-text", "ibert", "luke", "mpnet", "xmod",
+    }
+)  # fmt: skip
 
 
 def packaged_model_dir() -> Path:
@@ -36,9 +44,11 @@ def looks_like_path(name: str) -> bool:
     return Path(name).exists() or name.startswith((".", "/", "~")) or name.count("/") > 1
 
 
-def resolve_model(name_or_path: str, freeze_layers: int | str = "auto") -> str:
-    """Check the model before loading it (and that it has the layers to freeze); returns
-    what `from_pretrained` should get."""
+def resolve_model(
+    name_or_path: str, freeze_layers: int | str = "auto", max_length: int | None = None
+) -> str:
+    """Check the model before loading it (and that it has the layers to freeze and the
+    positions for `max_length` tokens); returns what `from_pretrained` should get."""
     if name_or_path == PACKAGED_MODEL:
         resolved = _model_folder(packaged_model_dir())
     elif looks_like_path(name_or_path):
@@ -48,6 +58,8 @@ def resolve_model(name_or_path: str, freeze_layers: int | str = "auto") -> str:
         resolved = name_or_path
     if freeze_layers != "auto" and int(freeze_layers) > 0:
         _check_layer_count(resolved, int(freeze_layers))
+    if max_length is not None:
+        _check_max_length(resolved, max_length)
     return resolved
 
 
@@ -68,6 +80,32 @@ def _check_layer_count(model: str, count: int) -> None:
     layers = getattr(AutoConfig.from_pretrained(model), "num_hidden_layers", None)
     if layers is None or count > layers:
         raise ModelError(f"--freeze-layers {count}: the model has {layers or 'no'} encoder layers")
+
+
+def input_limit(config) -> tuple[int, str] | None:
+    """The most tokens one input can have, and where that comes from; None for a model
+    without learned absolute positions (e.g. DeBERTa's relative ones)."""
+    positions = getattr(config, "max_position_embeddings", None)
+    if not isinstance(positions, int) or getattr(config, "position_biased_input", True) is False:
+        return None
+    source = f"max_position_embeddings {positions}"
+    if config.model_type in PADDING_OFFSET_FAMILIES:
+        offset = (config.pad_token_id or 0) + 1
+        return positions - offset, f"{source}, less its padding offset {offset}"
+    return positions, source
+
+
+def _check_max_length(model: str, max_length: int) -> None:
+    """Longer inputs would pass tokenization and fail in the first forward pass, with an
+    MLflow run already open."""
+    from transformers import AutoConfig
+
+    limit = input_limit(AutoConfig.from_pretrained(model))
+    if limit is not None and max_length > limit[0]:
+        raise ModelError(
+            f"--max-length {max_length}: the model takes at most {limit[0]} tokens per input "
+            f"({limit[1]}); use --max-length {limit[0]} or less"
+        )
 
 
 def _check_hub_model(model_id: str) -> None:

@@ -7,14 +7,16 @@ data licence.
 
 from __future__ import annotations
 
+import numpy as np
 from mlflow.entities import Run
 
 from tasks.data import LoadedData
-from tasks.evaluation import SplitResult
+from tasks.evaluation import PLOTTED_CLASSES, SplitResult, most_confused, score_text
 
 RECIPE = (
     "model_name_or_path", "learning_rate", "batch_size", "num_epochs", "weight_decay",
-    "warmup_ratio", "seed", "max_length", "objective_metric", "bf16", "group_by_length",
+    "warmup_ratio", "seed", "max_length", "objective_metric", "positive_label", "bf16",
+    "group_by_length",
     "frozen_layers", "frozen_features_cached",
 )  # fmt: skip
 # Licences of the base models this project ships or names by default.
@@ -26,9 +28,18 @@ DATA_LICENCES = {
 
 
 def _confusion_table(result: SplitResult, label_names: list[str]) -> list[str]:
-    lines = ["| true \\ predicted | " + " | ".join(label_names) + " |"]
-    lines.append("|---" * (len(label_names) + 1) + "|")
-    for name, row in zip(label_names, result.confusion.tolist(), strict=True):
+    """The counts as a markdown table: beyond PLOTTED_CLASSES classes, those of the most
+    confused only, as in the plot (every pair of 1,000 classes made a 4 MB card)."""
+    shown = np.arange(len(label_names))
+    lines = []
+    if len(shown) > PLOTTED_CLASSES:
+        shown = most_confused(result.confusion, PLOTTED_CLASSES)
+        lines += [f"The {PLOTTED_CLASSES} most confused of {len(label_names):,} classes:", ""]
+    names = [label_names[i] for i in shown]
+    lines.append("| true \\ predicted | " + " | ".join(names) + " |")
+    lines.append("|---" * (len(names) + 1) + "|")
+    rows = result.confusion[np.ix_(shown, shown)].tolist()
+    for name, row in zip(names, rows, strict=True):
         lines.append(f"| {name} | " + " | ".join(str(count) for count in row) + " |")
     return lines
 
@@ -64,7 +75,6 @@ def render(run: Run, data: LoadedData, results: dict[str, SplitResult]) -> str:
     """Markdown with a YAML header (the base model's licence, where known)."""
     params = run.data.params
     licence = BASE_LICENCES.get(params.get("model_name_or_path", ""), "unknown")
-    counts = data.summary()
     lines = [
         "---",
         f"license: {licence}",
@@ -79,7 +89,7 @@ def render(run: Run, data: LoadedData, results: dict[str, SplitResult]) -> str:
         "",
         f"- source: `{data.source}`; fingerprint `{data.fingerprint}`",
         f"- labels: {', '.join(f'{i} = {name}' for i, name in enumerate(data.label_names))}",
-        *(f"- {split}: {values}" for split, values in counts.items()),
+        *(f"- {line}" for line in data.summary_lines()),
         f"- licence: {data_licence(data)}",
         "",
         "## Scores (best epoch by validation " + params.get("objective_metric", "f1") + ")",
@@ -89,12 +99,27 @@ def render(run: Run, data: LoadedData, results: dict[str, SplitResult]) -> str:
     ]
     for split, result in results.items():
         if result.metrics:
-            cells = [f"{result.metrics[name]:.4f}" for name in ("accuracy", "f1", "loss")]
+            cells = [score_text(result.metrics, name) for name in ("accuracy", "f1", "loss")]
             lines.append(f"| {split} | " + " | ".join(cells) + " |")
+    f1 = (
+        f"F1 of the positive class {params['positive_label']!r}"
+        if params.get("positive_label") not in (None, "None")
+        else "macro F1"
+    )
+    lines += ["", f"Brackets: 95% bootstrap interval over the split's rows. f1: {f1}."]
     for split, result in results.items():
         if result.confusion is not None:
             table = _confusion_table(result, data.label_names)
             lines += ["", f"Confusion matrix, {split}:", "", *table]
+    metrics = run.data.metrics
+    if "temperature" in metrics:
+        lines += [
+            "",
+            f"Its scores are calibrated: logits divided by the temperature "
+            f"{metrics['temperature']:.4f}, fitted on validation (ECE "
+            f"{metrics['validation_ece']:.4f} before, {metrics['validation_ece_calibrated']:.4f} "
+            "after); accuracy, F1 and labels are the same either way, the loss is before.",
+        ]
     precision = "bf16 autocast" if params.get("bf16_active") == "True" else "fp32"
     lines += ["", f"Scored by `trainer.predict` in {precision}. {SERVED_BY_TORCH}"]
     lines += ["", "## Training recipe", ""]

@@ -94,8 +94,8 @@ def parity(full_uri: str, onnx_uri: str, holdout: Holdout) -> dict[str, float]:
     full = predict_labels(full_uri, holdout.frame, holdout.label_names)
     exported = predict_labels(onnx_uri, holdout.frame, holdout.label_names)
     truth = holdout.frame["label"].to_numpy()
-    full_metrics = compute_metrics(full, truth, len(holdout.label_names))
-    onnx_metrics = compute_metrics(exported, truth, len(holdout.label_names))
+    full_metrics = compute_metrics(full, truth, holdout.scoring)
+    onnx_metrics = compute_metrics(exported, truth, holdout.scoring)
     return {
         "onnx_label_agreement": float((full == exported).mean()),
         f"onnx_{holdout.split}_accuracy": onnx_metrics["accuracy"],

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from tasks.evaluation import score_text
 from tasks.onnx_export import OnnxExport
 from tasks.registry import Decision
 
@@ -69,10 +70,12 @@ class FineTuneResult:
 
 
 def metrics_table(metrics: dict[str, dict[str, float]]) -> str:
-    """A markdown table with one row per split and one column per metric."""
-    names = sorted({name for values in metrics.values() for name in values})
+    """A markdown table with one row per split and one column per metric, each figure with
+    its 95% bootstrap interval over the split's rows."""
+    names = sorted({name for values in metrics.values() for name in values if "_ci_" not in name})
     lines = ["| split | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
     for split, values in metrics.items():
-        cells = [f"{values[name]:.4f}" if name in values else "" for name in names]
+        cells = [score_text(values, name) if name in values else "" for name in names]
         lines.append(f"| {split} | " + " | ".join(cells) + " |")
+    lines += ["", "Brackets: 95% bootstrap interval over the split's rows (2,000 resamples)."]
     return "\n".join(lines)

@@ -36,6 +36,11 @@ from tasks.errors import TrackingError
 log = logging.getLogger(__name__)
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+# MLflow 3's UI shows an experiment as GenAI work (Traces, Judges, "Evaluation runs") unless
+# the address asks for its machine-learning view or, where the UI reads it, the experiment's
+# kind says so (MLflow 3.17 reads only the address).
+TRAINING_VIEW = "workflowType=machine_learning"
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 TRACKED_PACKAGES = ("torch", "transformers", "datasets", "evaluate", "prefect", "mlflow", "optuna")
 
 
@@ -81,8 +86,9 @@ def sqlite_creation_lock(uri: str) -> Iterator[None]:
 
 
 def experiment_id(client: MlflowClient, name: str) -> str:
-    """The experiment's id; a new SQLite-tracked experiment keeps artifacts in mlruns/ beside
-    the database file (so the default store lives in the project folder)."""
+    """The experiment's id; a new one is of the machine-learning kind (EXPERIMENT_KIND), and
+    if SQLite-tracked keeps artifacts in mlruns/ beside the database file (so the default
+    store lives in the project folder)."""
     experiment = client.get_experiment_by_name(name)
     if experiment is not None:
         return experiment.experiment_id
@@ -91,12 +97,21 @@ def experiment_id(client: MlflowClient, name: str) -> str:
         database = Path(client.tracking_uri.removeprefix("sqlite:///"))
         location = (database.resolve().parent / "mlruns" / name).as_uri()
     try:
-        return client.create_experiment(name, artifact_location=location)
+        return client.create_experiment(name, artifact_location=location, tags=EXPERIMENT_KIND)
     except MlflowException:
         experiment = client.get_experiment_by_name(name)  # another worker created it just now
         if experiment is None:
             raise
         return experiment.experiment_id
+
+
+def experiment_page(ui_address: str, uri: str, name: str) -> str:
+    """Where the UI at `ui_address` shows the runs of experiment `name` (of the store at
+    `uri`) in its training view; the experiment list while the store lacks it."""
+    with sqlite_creation_lock(uri):
+        experiment = MlflowClient(uri).get_experiment_by_name(name)
+    route = f"experiments/{experiment.experiment_id}/runs" if experiment else "experiments"
+    return f"{ui_address}/#/{route}?{TRAINING_VIEW}"
 
 
 @contextlib.contextmanager
@@ -269,13 +284,15 @@ SERVING_CODE = Path(__file__).parent / "serving" / "classifier.py"
 @dataclass(frozen=True)
 class ModelPackage:
     """What a logged model is made of: the trained model and its tokenizer, an input example
-    (the signature's columns), its card (`README.md`) and the training `max_length`."""
+    (the signature's columns), its card (`README.md`), the training `max_length` and the
+    calibration temperature."""
 
     model: object
     tokenizer: object
     example: dict[str, str]
     card: str
     max_length: int
+    temperature: float = 1.0  # the logits are divided by it before the softmax
 
 
 def log_classifier_model(client: MlflowClient, run_id: str, package: ModelPackage):
@@ -332,7 +349,7 @@ def log_pyfunc_model(
         name=name,
         python_model=str(SERVING_CODE),
         artifacts=artifacts,
-        model_config={"max_length": package.max_length},
+        model_config={"max_length": package.max_length, "temperature": package.temperature},
         signature=signature,
         input_example=pd.DataFrame([package.example]),
         pip_requirements=[f"{package}=={version(package)}" for package in requirements],

@@ -9,6 +9,7 @@ it owns, so parallel jobs can never write into each other's MLflow runs.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,10 +22,12 @@ from transformers import (
     ProgressCallback,
     Trainer,
     TrainerCallback,
+    TrainerState,
     TrainingArguments,
     set_seed,
 )
 
+from tasks import objective
 from tasks.config import FineTuneConfig
 from tasks.evaluation import trainer_metrics
 from tasks.frozen_features import FrozenFeatures
@@ -48,12 +51,30 @@ def use_bf16(setting: str) -> bool:
     return cpu_has_native_bf16()
 
 
+FEW_TRAIN_ROWS = 1000
+
+
+def few_rows_warning(rows: int, batch_size: int) -> str | None:
+    """What to change when the train split is small: with few steps an epoch, a recipe can
+    keep an epoch that predicts the majority class as its best (the default recipe did on
+    512 MRPC rows, tests/test_true_record.py). None from `FEW_TRAIN_ROWS` rows up."""
+    if rows >= FEW_TRAIN_ROWS:
+        return None
+    steps = math.ceil(rows / batch_size)
+    return (
+        f"the train split has {rows} rows ({steps} step(s) an epoch at batch {batch_size}): "
+        "with few rows, the recipe may keep a majority-class epoch as its best; if the "
+        "predictions are all one class, raise --num-epochs or lower --batch-size"
+    )
+
+
 def layers_to_freeze(setting: int | str, bf16: bool, model) -> int:
     """Resolve `freeze_layers`. 'auto' keeps the lower third of the layers fixed where a CPU
     trains in fp32: with their outputs kept (`tasks/frozen_features.py`), that made the
-    default recipe 2.19x the seed script's speed on AVX2 kernels instead of 1.54x, at a
-    higher accuracy over three seeds (bench/RESULTS.md). Where bf16 or a GPU makes training
-    fast already, every weight is trained."""
+    default recipe 2.17x the seed script's speed on emulated AVX2 kernels over seeds 42-46
+    (every weight trained: 1.54x), at a validation accuracy within seed noise of the
+    script's (+0.78 ± 1.31 points, mean ± sd of the per-seed differences; bench/RESULTS.md).
+    Where bf16 or a GPU makes training fast already, every weight is trained."""
     if setting != "auto":
         return int(setting)
     layers = encoder_layers(model)
@@ -65,7 +86,7 @@ def layers_to_freeze(setting: int | str, bf16: bool, model) -> int:
 def training_arguments(
     config: FineTuneConfig, output_dir: Path, resumable: bool = False
 ) -> TrainingArguments:
-    """The seed recipe in `TrainingArguments` form, with evaluation and saving per epoch.
+    """The config's recipe in `TrainingArguments` form, with evaluation and saving per epoch.
 
     `resumable` checkpoints keep the optimizer, scheduler and RNG states too (three times
     the model's size), so that training can go on from them after a lost worker."""
@@ -161,8 +182,8 @@ class TrainResult:
 
     trainer: Trainer
     history: list[dict]
-    train_seconds: float
-    train_samples_per_second: float
+    train_seconds: float  # the frozen layers' one pass and `Trainer.train`
+    train_samples_per_second: float  # training rows x epochs trained / train_seconds
     bf16: bool
     frozen_layers: int
     frozen_features_cached: bool
@@ -190,6 +211,7 @@ def train(
 ) -> TrainResult:
     """Fine-tune on `train`, evaluate on `validation` each epoch, keep the best epoch;
     continue from `resume_from_checkpoint` (written with `resumable`) when given."""
+    config = objective.resolve_objective(config, label_names)  # the flows resolved it already
     set_seed(config.seed)
     if config.threads:
         torch.set_num_threads(config.threads)
@@ -210,7 +232,7 @@ def train(
         eval_dataset=eval_set,
         processing_class=tokenizer,
         data_collator=DataCollatorWithPadding(tokenizer),
-        compute_metrics=trainer_metrics(len(label_names)),
+        compute_metrics=trainer_metrics(objective.scoring(config, label_names)),
         callbacks=callbacks or [],
     )
     for callback in callbacks or []:
@@ -232,18 +254,28 @@ def train(
     if config.cache_frozen_features:
         trainer.frozen_features = frozen_features(trainer, frozen)
     cached = trainer.frozen_features is not None
-    output = trainer.train(resume_from_checkpoint=resume_from_checkpoint)
+    trainer.train(resume_from_checkpoint=resume_from_checkpoint)
     seconds = time.perf_counter() - start
     trainer.frozen_features = None  # its memory back before evaluation and logging
+    # the Trainer's own samples/s leaves out the frozen layers' pass: counted here over the
+    # same span as `train_seconds`, for the epochs this call trained
+    epochs = (trainer.state.epoch or 0) - checkpoint_epoch(resume_from_checkpoint)
     return TrainResult(
         trainer=trainer,
         history=list(trainer.state.log_history),
         train_seconds=seconds,
-        train_samples_per_second=float(output.metrics["train_samples_per_second"]),
+        train_samples_per_second=len(train_set) * epochs / seconds,
         bf16=args.bf16,
         frozen_layers=frozen,
         frozen_features_cached=cached,
     )
+
+
+def checkpoint_epoch(checkpoint: str | None) -> float:
+    """The epoch a checkpoint was saved at (0 without one): where a resumed run starts."""
+    if checkpoint is None:
+        return 0.0
+    return TrainerState.load_from_json(str(Path(checkpoint) / "trainer_state.json")).epoch or 0.0
 
 
 def frozen_features(trainer: Trainer, frozen: int) -> FrozenFeatures | None:

@@ -8,12 +8,19 @@ the run's own metric history, scikit-learn's metrics. Tests of the flows call th
 from __future__ import annotations
 
 import json
+import math
+import re
+import sys
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 import mlflow
 import numpy as np
+import optuna
 import pandas as pd
+import pytest
+import torch
 from mlflow.tracking import MlflowClient
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
 
@@ -70,7 +77,8 @@ def prefect_artifact(flow_run_id: str, key: str):
 
 
 def markdown_table(text: str) -> dict[str, dict[str, float]]:
-    """`| row | a | b |` lines of the first markdown table, as {row: {column: value}}."""
+    """`| row | a | b |` lines of the first markdown table, as {row: {column: value}}; a
+    cell's bracketed interval as {column}_ci_low and {column}_ci_high."""
     lines = []
     for line in text.splitlines():
         if line.startswith("|"):
@@ -81,7 +89,15 @@ def markdown_table(text: str) -> dict[str, dict[str, float]]:
     table = {}
     for line in lines[2:]:
         name, *cells = (cell.strip() for cell in line.strip("|").split("|"))
-        table[name] = {c: float(v) for c, v in zip(columns, cells, strict=True) if v}
+        table[name] = {}
+        for column, cell in zip(columns, cells, strict=True):
+            # `0.8235 [0.7868, 0.8603]`: a figure and its interval
+            value, _, interval = cell.partition(" [")
+            if value:
+                table[name][column] = float(value)
+            if interval:
+                low, high = interval.rstrip("]").split(", ")
+                table[name] |= {f"{column}_ci_low": float(low), f"{column}_ci_high": float(high)}
     return table
 
 
@@ -150,3 +166,66 @@ def check_confusion(confusion_json: Path, predictions_csv: Path) -> None:
     assert matrix.sum() == len(recorded)
     recount = confusion_matrix(recorded["label"], recorded["predicted"], labels=logged["labels"])
     np.testing.assert_array_equal(matrix, recount)
+
+
+def native_bf16() -> bool:
+    """What `--bf16 auto` should resolve to, from the hardware's own description: a GPU of
+    compute capability 8 or more; else the CPU flags in /proc/cpuinfo (AVX512-BF16 or
+    AMX-BF16), none when `tests/without_native_bf16` emulates a CPU without them."""
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_capability() >= (8, 0)
+    site = getattr(sys.modules.get("sitecustomize"), "__file__", None) or ""
+    if Path(site).parent.name == "without_native_bf16":
+        return False
+    flags: set[str] = set()
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("flags"):
+            flags |= set(line.partition(":")[2].split())
+    return bool({"avx512_bf16", "amx_bf16"} & flags)
+
+
+def check_study_record(client: MlflowClient, study_run_id: str, study: optuna.Study) -> None:
+    """The study run's effort, best value and description, recounted from its trial runs in
+    MLflow (epochs logged, eval scores) and the trial states in the Optuna storage."""
+    study_run = client.get_run(study_run_id)
+    objective = study_run.data.params["objective_metric"]  # eval_f1 or eval_accuracy
+    trial_runs = client.search_runs(
+        [study_run.info.experiment_id],
+        f"tags.mlflow.parentRunId = '{study_run_id}' and tags.`finetrack.trial_number` != ''",
+    )
+    epochs = 0.0
+    for run in trial_runs:  # a retried trial continues its lost attempt's run
+        trained = run.data.metrics["epochs_trained"]
+        losses = {m.step for m in client.get_metric_history(run.info.run_id, "train_loss")}
+        assert len(losses) == math.floor(trained + 1e-9), run.info.run_name  # whole epochs
+        epochs += trained
+    metrics = study_run.data.metrics
+    assert metrics["epochs_trained"] == pytest.approx(epochs, abs=1e-9)
+    states = Counter(trial.state.name for trial in study.trials)
+    assert metrics["finished_trials"] == states["COMPLETE"] + states["PRUNED"]
+    completed = {
+        int(run.data.tags["finetrack.trial_number"]): max(
+            m.value for m in client.get_metric_history(run.info.run_id, objective)
+        )
+        for run in trial_runs
+        if run.data.tags["finetrack.trial_state"] == "COMPLETE"
+    }
+    assert states["COMPLETE"] == len(completed)
+    description = study_run.data.tags["mlflow.note.content"]
+    effort = re.search(
+        r"(\d+) trial\(s\): (\d+) complete, (\d+) pruned, (\d+) failed; ([\d.]+) epochs trained",
+        description,
+    )
+    assert effort is not None, description
+    counts = tuple(int(count) for count in effort.groups()[:4])
+    assert counts == (len(study.trials), states["COMPLETE"], states["PRUNED"], states["FAIL"])
+    assert float(effort.group(5)) == pytest.approx(epochs, abs=1e-9)
+    if not completed:
+        assert "best_value" not in metrics and "Best: trial" not in description
+        return
+    best = max(completed.values())
+    assert metrics["best_value"] == best
+    first_best = min(number for number, value in completed.items() if value == best)
+    name = objective.removeprefix("eval_")
+    assert f"Best: trial {first_best} (" in description
+    assert f"), {name} {best:.4f}." in description

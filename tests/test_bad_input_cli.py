@@ -64,6 +64,36 @@ def test_bad_data(tmp_path, capsys, case, change, message):
     assert_nothing_recorded(tmp_path)
 
 
+def refused_in_one_line(main, argv, tmp_path, capsys) -> str:
+    """The one `error:` line of a refused command, once nothing was recorded."""
+    code, err = run_main(main, argv, capsys)
+    assert code == 2
+    assert "Traceback" not in err
+    (line,) = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert_nothing_recorded(tmp_path)
+    return line
+
+
+def test_labels_that_differ_only_in_case(tiny_dir, tmp_path, capsys):
+    header = "sentence1\tsentence2\tlabel\n"
+    rows = [f"a{i}\tb{i}\t{label}\n" for i, label in enumerate(["Yes", "yes", "No", "no"] * 2)]
+    (tiny_dir / "train.tsv").write_text(header + "".join(rows))
+    (tiny_dir / "validation.tsv").write_text(header + "c\td\tyes\n")
+    argv = ["--data-dir", str(tiny_dir), *outputs(tmp_path)]
+    line = refused_in_one_line(fine_tune.main, argv, tmp_path, capsys)
+    assert "differ only in case" in line and "'No' and 'no', 'Yes' and 'yes'" in line
+
+
+def test_max_length_beyond_the_models_positions(tiny_dir, tmp_path, capsys):
+    """A 3,000-word sentence and --max-length 1000 with MiniLM's 512 positions."""
+    header = "sentence1\tsentence2\tlabel\n"
+    long = " ".join(["word"] * 3000)
+    (tiny_dir / "train.tsv").write_text(header + f"{long}\tb\t0\nc\td\t1\n")
+    argv = ["--data-dir", str(tiny_dir), *outputs(tmp_path), "--max-length", "1000"]
+    line = refused_in_one_line(fine_tune.main, argv, tmp_path, capsys)
+    assert "--max-length 1000: the model takes at most 512 tokens" in line
+
+
 def test_non_utf8_text(tmp_path, capsys):
     folder = write_split_files(tmp_path / "latin1", TINY_TSV)
     (folder / "train.tsv").write_bytes(b"sentence1\tsentence2\tlabel\ncaf\xe9\tb\t1\nc\td\t0\n")

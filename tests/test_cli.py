@@ -1,11 +1,15 @@
-"""The command line: --help, flags over YAML, and bad settings refused with exit code 2."""
+"""The command line: --help, flags over YAML, bad settings refused with exit code 2, and `ui`."""
 
 import os
+import signal
+import socket
 import subprocess
 import sys
 
+import psutil
 import pytest
 
+from bench.cluster import free_port, wait_until_healthy
 from flows.fine_tune import main
 
 
@@ -46,7 +50,7 @@ def test_default_output_is_for_a_person(mrpc_dir, tmp_path):
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     out = result.stdout
-    assert "train: {'rows': 32" in out  # the data summary
+    assert "train: 32 rows (" in out  # the data summary
     assert "epoch 1/2: train_loss" in out and "epoch 2/2: train_loss" in out
     assert "| validation |" in out and "| test |" in out
     assert "Browse it: finetrack ui" in out
@@ -80,7 +84,7 @@ def test_bad_input_is_one_line_without_traceback(tmp_path):
 
 
 def test_every_subcommand_has_help():
-    for command in ("fine-tune", "search", "retrain", "predict", "ui", "deploy"):
+    for command in ("fine-tune", "search", "retrain", "predict", "reproduce", "ui", "deploy"):
         result = finetrack(command, "--help")
         assert result.returncode == 0 and "usage: finetrack " + command in result.stdout
 
@@ -123,3 +127,48 @@ def test_no_embedded_server_when_an_api_url_is_configured():
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.split() == ["None", "None", "1"]
+
+
+def running(process: psutil.Process) -> bool:
+    try:
+        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_ui_shows_the_training_view_and_stops_with_everything_it_started(tmp_path, signum):
+    """`finetrack ui` prints the experiment's address in MLflow's training view; a signal to
+    it stops the MLflow server with its uvicorn server and job runners, and frees the port."""
+    from mlflow.tracking import MlflowClient
+
+    from tasks.tracking import experiment_id
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    experiment = experiment_id(MlflowClient(uri), "finetrack")
+    tags = MlflowClient(uri).get_experiment(experiment).tags
+    assert tags["mlflow.experimentKind"] == "custom_model_development"
+    port, log = free_port(), tmp_path / "ui.log"
+    command = [sys.executable, "-m", "flows.cli", "ui", "--tracking-uri", uri, "--port", str(port)]
+    with log.open("w") as stream:
+        ui = subprocess.Popen(command, stdout=stream, stderr=subprocess.STDOUT)
+    started: list[psutil.Process] = []
+    try:
+        wait_until_healthy(f"http://127.0.0.1:{port}/health", ui, log, "finetrack ui")
+        started = psutil.Process(ui.pid).children(recursive=True)
+        assert any("uvicorn" in " ".join(child.cmdline()) for child in started)
+        ui.send_signal(signum)
+        code = ui.wait(timeout=60)
+        left = [" ".join(child.cmdline())[:120] for child in started if running(child)]
+        assert left == [], left
+        assert code == 0
+    finally:
+        ui.kill()  # whatever the test found left, so that a failure leaves nothing running
+        for child in started:
+            if running(child):
+                child.kill()
+    with socket.socket() as probe:  # nothing listens on the port any more
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.bind(("127.0.0.1", port))
+    view = f"http://127.0.0.1:{port}/#/experiments/{experiment}/runs?workflowType=machine_learning"
+    assert view in log.read_text()

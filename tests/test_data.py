@@ -20,6 +20,11 @@ def test_real_mrpc_counts_and_labels(mrpc_dir):
     assert summary["train"] == {"rows": 3668, "0": 1194, "1": 2474}
     assert summary["validation"] == {"rows": 408, "0": 129, "1": 279}
     assert summary["test"] == {"rows": 1725, "0": 578, "1": 1147}
+    assert data.summary_lines() == [
+        "train: 3,668 rows (0: 1,194, 1: 2,474)",
+        "validation: 408 rows (0: 129, 1: 279)",
+        "test: 1,725 rows (0: 578, 1: 1,147)",
+    ]
     assert data.has_pair and data.num_labels == 2
     assert len(data.fingerprint) == 64
 
@@ -59,6 +64,41 @@ def test_string_labels_are_mapped_and_named(tmp_path):
     assert not data.has_pair
     assert data.splits["train"]["label"].tolist() == [1, 0, 1]
     assert data.splits["validation"]["label"].tolist() == [0]
+
+
+def test_labels_that_differ_only_in_case_are_refused_naming_them(tmp_path):
+    rows = "".join(f"s{i},{label}\n" for i, label in enumerate(["Yes", "yes", "No", "no ", "x"]))
+    folder = write_split_files(
+        tmp_path / "case", {"train": "text,label\n" + rows, "dev": "text,label\nz,x\n"}, ".csv"
+    )
+    with pytest.raises(DataError) as error:
+        load(folder, text_column="text")
+    message = str(error.value)
+    assert message == (
+        f"{folder / 'train.csv'}: labels that differ only in case would train as separate "
+        "classes: 'No' and 'no', 'Yes' and 'yes'; write each class one way"
+    )
+
+
+def test_summary_of_many_classes_is_one_short_line(tmp_path):
+    labels = [f"class-{i:04d}" for i in range(1000)] * 2 + ["class-0007"] * 3
+    train = "".join(f"t{i},{label}\n" for i, label in enumerate(labels))
+    folder = write_split_files(
+        tmp_path / "many",
+        {"train": "text,label\n" + train, "dev": "text,label\nv,class-0001\nw,class-0002\n"},
+        ".csv",
+    )
+    data = load(folder, text_column="text")
+    assert data.num_labels == 1000
+    assert data.summary_lines() == [
+        "train: 2,003 rows, 1,000 classes, 2-5 rows each "
+        "(class-0007: 5, class-0000: 2, class-0001: 2, … 997 more)",
+        "validation: 2 rows (class-0001: 1, class-0002: 1)",
+    ]
+    data.splits["train"] = data.splits["train"].head(2000)
+    assert data.summary_lines()[0] == "train: 2,000 rows, 1,000 classes, 2 rows each"
+    data.splits["train"] = data.splits["train"].head(1000)
+    assert data.summary_lines()[0] == "train: 1,000 rows, 1,000 classes, 1 row each"
 
 
 def test_label_names_for_integer_labels(tiny_dir):

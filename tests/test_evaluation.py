@@ -16,6 +16,9 @@ from tasks.evaluation import OrderError, evaluate_split
 from tasks.model import resolve_model
 from tasks.tokenization import load_tokenizer, tokenize
 from tasks.train import train
+from tasks.uncertainty import Scoring
+
+SCORING = Scoring(2, positive=1)  # MRPC: F1 of label 1
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +61,7 @@ def test_predictions_stay_with_their_rows(trained):
     lengths = [len(ids) for ids in validation["input_ids"]]
     assert lengths != sorted(lengths)  # the slice is not already in length order
 
-    result = evaluate_split(trainer, validation, frame, "validation", data.label_names)
+    result = evaluate_split(trainer, validation, frame, "validation", data.label_names, SCORING)
 
     assert list(result.predictions["text"]) == list(frame["text"])
     tolerance = 0.03 if trainer.args.bf16 else 1e-4
@@ -78,7 +81,9 @@ def test_a_trainer_that_reorders_rows_is_refused(trained):
     )
     frame = data.splits["validation"]
     with pytest.raises(OrderError, match="validation"):
-        evaluate_split(plain, tokenized["validation"], frame, "validation", data.label_names)
+        evaluate_split(
+            plain, tokenized["validation"], frame, "validation", data.label_names, SCORING
+        )
 
 
 def test_unlabelled_split_is_predicted_not_scored(trained):
@@ -86,7 +91,7 @@ def test_unlabelled_split_is_predicted_not_scored(trained):
     frame = data.splits["test"].assign(label=-1)
     dataset = tokenized["test"].map(lambda row: {"label": -1})
 
-    result = evaluate_split(trainer, dataset, frame, "test", data.label_names)
+    result = evaluate_split(trainer, dataset, frame, "test", data.label_names, SCORING)
 
     assert result.metrics == {} and result.confusion is None
     assert len(result.predictions) == len(frame)

@@ -1,5 +1,6 @@
 """The whole fine-tune flow on a small slice of real MRPC, checked through MLflow."""
 
+import logging
 from pathlib import Path
 
 import mlflow
@@ -25,13 +26,20 @@ def small_config(mrpc_dir: Path, tmp_path: Path, **settings) -> FineTuneConfig:
 
 
 @pytest.mark.slow
-def test_flow_records_a_complete_run(mrpc_dir, tmp_path):
+def test_flow_records_a_complete_run(mrpc_dir, tmp_path, caplog):
     config = small_config(mrpc_dir, tmp_path, registered_model_name="e2e-model")
-    summary = fine_tune(config)
+    with caplog.at_level(logging.WARNING, logger="flows.fine_tune"):
+        summary = fine_tune(config)
+    # 64 train rows: the run says at its start what to change
+    (advice,) = [r.getMessage() for r in caplog.records if "train split has" in r.getMessage()]
+    assert "64 rows (2 step(s) an epoch at batch 32)" in advice
+    assert "raise --num-epochs or lower --batch-size" in advice
 
     client = MlflowClient(config.tracking_uri)
     run = client.get_run(summary.run_id)
     assert run.info.status == "FINISHED"
+    # the default run name, as the README shows it: data folder, learning rate, epochs
+    assert run.info.run_name == f"fine-tune-{mrpc_dir.name}-lr0.0001-ep2"
     params = run.data.params
     assert params["learning_rate"] == "0.0001"
     assert params["batch_size"] == "32"

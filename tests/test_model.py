@@ -28,6 +28,43 @@ def test_folder_without_safetensors(tmp_path):
         resolve_model(str(tmp_path))
 
 
+def test_max_length_beyond_the_packaged_models_positions_is_refused():
+    assert resolve_model(PACKAGED_MODEL, max_length=512)
+    with pytest.raises(ModelError) as error:
+        resolve_model(PACKAGED_MODEL, max_length=1000)
+    assert str(error.value) == (
+        "--max-length 1000: the model takes at most 512 tokens per input "
+        "(max_position_embeddings 512); use --max-length 512 or less"
+    )
+
+
+@pytest.mark.parametrize(
+    ("config", "limit"),
+    [
+        # RoBERTa's positions start after its padding id 1: 514 embeddings hold 512 tokens
+        ({"model_type": "roberta", "max_position_embeddings": 514, "pad_token_id": 1}, 512),
+        ({"model_type": "bert", "max_position_embeddings": 128}, 128),
+        # DeBERTa-v2 without absolute positions has no such limit
+        (
+            {"model_type": "deberta-v2", "max_position_embeddings": 512,
+             "position_biased_input": False, "relative_attention": True},
+            None,
+        ),
+    ],
+)  # fmt: skip
+def test_max_length_limit_of_a_model_folder(tmp_path, config, limit):
+    import json
+
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    (tmp_path / "model.safetensors").write_bytes(b"")  # weights are not read to check
+    if limit is None:
+        assert resolve_model(str(tmp_path), max_length=4096)
+        return
+    assert resolve_model(str(tmp_path), max_length=limit)
+    with pytest.raises(ModelError, match=rf"--max-length {limit + 1}: .* at most {limit} tokens"):
+        resolve_model(str(tmp_path), max_length=limit + 1)
+
+
 def test_unknown_hub_id_fails_offline():
     with pytest.raises(ModelError, match="unknown model"):
         resolve_model("no-such-org-xyz/no-such-model")

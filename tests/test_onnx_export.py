@@ -19,11 +19,20 @@ from flows.predict import predict
 from tasks import tracking
 from tasks.config import FineTuneConfig, PredictConfig
 from tasks.model_card import SERVED_BY_TORCH
-from tasks.onnx_export import MAX_ACCURACY_DROP, MIN_LABEL_AGREEMENT
 from tasks.prediction import NoModelError, onnx_export_uri
 
 pytestmark = pytest.mark.slow
 ROWS = 40  # the small config's validation rows
+# the bar the README states: labels agree on at least 99.5% of the rows, and the accuracy is
+# at most 0.3 point below the full model's
+MIN_AGREEMENT, MAX_DROP = 0.995, 0.003
+
+
+def fit_by_the_bar(metrics: dict[str, float]) -> bool:
+    """Whether the recorded parity (itself checked against a rescoring) clears the bar."""
+    return metrics["onnx_label_agreement"] >= MIN_AGREEMENT and (
+        metrics["onnx_accuracy_drop"] <= MAX_DROP
+    )
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +89,7 @@ def test_recorded_parity_is_a_rescoring_of_both_models(exported, mrpc_dir, preci
     )
     assert metrics["onnx_validation_f1"] == pytest.approx(f1_score(frame["label"], onnx), abs=1e-12)
     assert metrics["onnx_accuracy_drop"] == pytest.approx(drop, abs=1e-12)
-    fit = agreement >= MIN_LABEL_AGREEMENT and drop <= MAX_ACCURACY_DROP
+    fit = agreement >= MIN_AGREEMENT and drop <= MAX_DROP
     assert run.data.tags["finetrack.onnx.fit_to_serve"] == str(fit).lower()
     assert result.onnx.fit_to_serve == fit
     assert f"{agreement:.2%}" in run.data.tags["mlflow.note.content"]
@@ -123,8 +132,11 @@ def test_predict_with_onnx_runtime_only_when_fit(exported, mrpc_dir, precision):
         runtime="onnx",
         batch_size=32,
     )
+    fit = fit_by_the_bar(MlflowClient(tracking_uri).get_run(result.run_id).data.metrics)
+    if precision == "fp32":
+        assert fit  # the fp32 graph computes what torch computes: the served path is tested
     with prefect_test_harness(server_startup_timeout=120):
-        if not result.onnx.fit_to_serve:
+        if not fit:
             with pytest.raises(NoModelError, match="failed the parity check"):
                 predict(config)
             return

@@ -13,6 +13,7 @@ from mlflow.models import infer_signature
 from mlflow.tracking import MlflowClient
 
 from tasks import registry
+from tasks.uncertainty import Scoring
 
 # 6 of 8 rows are label 1: "always 1" scores accuracy 0.75 / F1 0.857, "always 0" 0.25 / 0.0.
 FRAME = pd.DataFrame(
@@ -23,7 +24,7 @@ FRAME = pd.DataFrame(
     }
 )
 LABELS = ["0", "1"]
-HOLDOUT = registry.Holdout(FRAME, LABELS)
+HOLDOUT = registry.Holdout(FRAME, LABELS, Scoring(2, positive=1))
 F1, ACCURACY = registry.PromotionPolicy("f1"), registry.PromotionPolicy("accuracy")
 
 
@@ -76,7 +77,7 @@ def register_constant(client, label: str, delay: float = 0.0) -> str:
 
 def test_scores_follow_each_row_and_versions_name_their_run(client):
     version, run_id = register_model(client, FirstFive())
-    assert registry.score_model(f"models:/m/{version}", FRAME, LABELS) == pytest.approx(
+    assert registry.score_model(f"models:/m/{version}", HOLDOUT) == pytest.approx(
         {"accuracy": 7 / 8, "f1": 2 * 5 / (2 * 5 + 0 + 1)}  # by hand: TP 5, FP 0, FN 1
     )
     decision = registry.promote_if_better(client, "m", version, HOLDOUT, ACCURACY)
@@ -196,3 +197,75 @@ def test_two_processes_promote_at_once(client, tmp_path, prefect_server):
         outcomes.append(out.split()[-1])
     assert sorted(outcomes) == ["KEPT", "PROMOTED"]
     assert registry.champion_version(client, "m") in challengers
+
+
+# 40 held-out rows with known labels, for models that are right on a chosen set of rows
+FORTY = pd.DataFrame(
+    {
+        "text": [f"sentence {i}" for i in range(40)],
+        "text_pair": [f"other {i}" for i in range(40)],
+        "label": [i % 3 % 2 for i in range(40)],
+    }
+)
+FORTY_HOLDOUT = registry.Holdout(FORTY, LABELS, Scoring(2, positive=1))
+
+
+class RightOnFirst(mlflow.pyfunc.PythonModel):
+    """Gives the true label of FORTY's rows numbered below `right`, the other label after."""
+
+    def __init__(self, right: int):
+        self.right = right
+
+    def predict(self, context, model_input, params=None):
+        numbers = model_input["text"].str.split().str[-1].astype(int)
+        truth = numbers % 3 % 2
+        labels = truth.where(numbers < self.right, 1 - truth)
+        return pd.DataFrame({"label": labels.astype(str), "score": 0.9})
+
+
+def champion_and_challenger(client, champion_right: int, challenger_right: int, policy):
+    champion = register_model(client, RightOnFirst(champion_right))[0]
+    registry.promote_if_better(client, "m", champion, FORTY_HOLDOUT, policy)
+    challenger = register_model(client, RightOnFirst(challenger_right))[0]
+    return champion, registry.promote_if_better(client, "m", challenger, FORTY_HOLDOUT, policy)
+
+
+def test_one_row_better_of_40_is_not_promoted_and_the_record_says_why(client):
+    champion, decision = champion_and_challenger(client, 30, 31, ACCURACY)
+    assert not decision.promoted and registry.champion_version(client, "m") == champion
+    # by hand: only row 30 differs, so each resample's difference is (copies of row 30) / 40.
+    # A resample misses row 30 with probability (39/40)^40 = 0.36 > 2.5%: the lower end is 0;
+    # copies ~ Binomial(40, 1/40), whose 97.5% quantile is 3 (P(<=2) 0.94, P(<=3) 0.98)
+    assert decision.difference == pytest.approx(1 / 40)
+    assert (decision.ci_low, decision.ci_high) == pytest.approx((0.0, 3 / 40))
+    assert decision.rows == 40 and decision.disagreements == 1
+    assert decision.mcnemar_p == pytest.approx(1.0)  # 1 discordant row: two-sided p = 1
+    assert (
+        decision.reason == "not promoted: +2.50 points, 95% CI [+0.00, +7.50] includes the margin 0"
+    )
+    description = client.get_model_version("m", decision.challenger_version).description
+    assert decision.reason[1:] in description and "McNemar p = 1" in description
+    assert "on 1 rows only one of them gets right" in description
+
+
+def test_a_clearly_better_challenger_is_promoted(client):
+    champion, decision = champion_and_challenger(client, 20, 38, ACCURACY)
+    assert decision.promoted and registry.champion_version(client, "m") != champion
+    assert decision.challenger_score == 38 / 40 and decision.champion_score == 20 / 40
+    assert decision.difference == pytest.approx(18 / 40) and decision.disagreements == 18
+    # 18 discordant rows, all for the challenger: two-sided p = 2 * 0.5^18
+    assert decision.mcnemar_p == pytest.approx(2 * 0.5**18)
+    assert decision.ci_low > 0.25 and decision.reason.startswith("promoted: +45.00 points")
+    assert decision.as_tags()["finetrack.promotion.promoted"] == "True"
+
+
+def test_point_difference_decision_is_available_and_named(client):
+    policy = registry.PromotionPolicy("accuracy", test="none")
+    _, decision = champion_and_challenger(client, 30, 31, policy)
+    assert decision.promoted and decision.test == "none"
+    assert decision.reason == (
+        "promoted on the point difference alone (promotion test none): +2.50 points, above "
+        "the margin 0"
+    )
+    assert "# Retrain: promoted" in decision.markdown()
+    assert "- decision: promoted on the point difference alone" in decision.markdown()

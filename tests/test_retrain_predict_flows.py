@@ -10,6 +10,7 @@ from conftest import small_train_config
 from mlflow.tracking import MlflowClient
 from oracles import prefect_artifact, pyfunc_predictions, raw_split, scores
 from prefect.testing.utilities import prefect_test_harness
+from scipy.stats import binomtest
 
 from flows.predict import predict
 from flows.retrain import retrain
@@ -70,6 +71,30 @@ def test_retrain_twice_then_predict(mrpc_dir, tmp_path):
     champion = re.search(r"champion before: v1 f1=([0-9.]+)", decision).group(1)
     assert float(challenger) == pytest.approx(metrics["promotion_challenger_score"], abs=5e-5)
     assert float(champion) == pytest.approx(metrics["promotion_champion_score"], abs=5e-5)
+    # the decision's evidence, recounted from the two logged models' labels with scipy
+    truth = raw["label"].to_numpy()
+    right = {
+        version: pyfunc_predictions(f"models:/rt/{version}", raw, {"precision": "fp32"})[
+            "label"
+        ].to_numpy()
+        == truth
+        for version in ("1", "2")
+    }
+    only_new, only_old = (
+        int((right["2"] & ~right["1"]).sum()),
+        int((right["1"] & ~right["2"]).sum()),
+    )
+    discordant = only_new + only_old
+    assert metrics["promotion_disagreements"] == discordant
+    assert metrics["promotion_rows"] == len(truth)
+    expected_p = binomtest(only_new, discordant).pvalue if discordant else 1.0
+    assert metrics["promotion_mcnemar_p"] == pytest.approx(expected_p)
+    difference = metrics["promotion_challenger_score"] - metrics["promotion_champion_score"]
+    assert metrics["promotion_difference"] == pytest.approx(difference, abs=1e-12)
+    assert metrics["promotion_ci_low"] <= difference <= metrics["promotion_ci_high"]
+    assert f"- difference: {100 * difference:+.2f} points, 95% CI" in decision
+    assert "- decision: not promoted:" in decision
+    assert tags["finetrack.promotion.reason"].startswith("not promoted:")
 
     # more rows than one prediction batch, in batches that do not divide them (64+64+22)
     rows = pd.read_csv(mrpc_dir / "test.tsv", sep="\t", quoting=3).head(150)

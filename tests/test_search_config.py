@@ -16,7 +16,7 @@ def test_defaults():
     assert (config.learning_rate_range.low, config.learning_rate_range.high) == (1e-5, 1e-4)
     assert config.learning_rate_range.log
     assert (config.num_epochs_range.low, config.num_epochs_range.high) == (1, 5)
-    assert config.sampler == "tpe" and config.train.objective_metric == "f1"
+    assert config.sampler == "tpe" and config.train.objective_metric == "auto"
 
 
 def test_flags_reach_both_parts():
@@ -79,9 +79,12 @@ def test_search_refuses_settings_it_owns(flags, owner):
     assert parse("--batch-size", "16").train.batch_size == 16  # not searched: allowed
 
 
+F1 = {"objective_metric": "f1"}  # as the flows resolve 'auto' on MRPC's integer labels
+
+
 def test_study_keeps_its_objective(tmp_path):
     storage = f"sqlite:///{tmp_path}/optuna.db"
-    open_study(SearchConfig(storage=storage, study_name="o"))  # F1
+    open_study(SearchConfig(storage=storage, study_name="o", train=F1))
     on_accuracy = SearchConfig(
         storage=storage, study_name="o", train={"objective_metric": "accuracy"}
     )
@@ -103,14 +106,50 @@ def test_study_keeps_its_reports_per_epoch(tmp_path):
     import optuna
 
     storage = f"sqlite:///{tmp_path}/optuna.db"
-    halves = open_study(SearchConfig(storage=storage, study_name="r"))
+    halves = open_study(SearchConfig(storage=storage, study_name="r", train=F1))
     assert halves.user_attrs["finetrack_reports_per_epoch"] == 2  # the default
     with pytest.raises(ConfigError, match="reports 2 time\\(s\\) per epoch, not 1"):
-        open_study(SearchConfig(storage=storage, study_name="r", reports_per_epoch=1))
+        open_study(SearchConfig(storage=storage, study_name="r", reports_per_epoch=1, train=F1))
     # a study from before sub-epoch reports: trials, no attribute; its steps were epochs
     older = optuna.create_study(study_name="old", storage=storage, direction="maximize")
     older.add_trial(optuna.trial.create_trial(value=0.8, intermediate_values={1: 0.8}))
     with pytest.raises(ConfigError, match="reports 1 time\\(s\\) per epoch, not 2"):
-        open_study(SearchConfig(storage=storage, study_name="old"))
-    kept = open_study(SearchConfig(storage=storage, study_name="old", reports_per_epoch=1))
+        open_study(SearchConfig(storage=storage, study_name="old", train=F1))
+    kept = open_study(
+        SearchConfig(storage=storage, study_name="old", reports_per_epoch=1, train=F1)
+    )
     assert kept.user_attrs["finetrack_reports_per_epoch"] == 1
+
+
+def confirmed_row(trial: int, scores: list[float], epochs: int, frozen: int = 0) -> dict:
+    return {
+        "trial": trial,
+        "validation_scores": scores,
+        "mean_validation": sum(scores) / len(scores),
+        "num_epochs": epochs,
+        "frozen_layers": frozen,
+    }
+
+
+def test_confirmation_picks_the_cheaper_of_configurations_it_cannot_tell_apart():
+    from flows.confirmation import pick_winner
+
+    # per-seed differences 0.01, -0.01, 0.005: mean +0.0017, t interval holds 0 (by hand:
+    # sd 0.01041, half-width 4.303 * 0.01041 / sqrt(3) = 0.0259)
+    expensive = confirmed_row(1, [0.82, 0.80, 0.815], epochs=5)
+    cheap = confirmed_row(2, [0.81, 0.81, 0.81], epochs=2)
+    winner = pick_winner([expensive, cheap])
+    assert winner is cheap and "cheaper: 2 epoch(s)" in winner["reason"]
+    assert cheap["vs_leader"]["low"] == pytest.approx(-0.001667 - 0.025860, abs=1e-5)
+    assert "over 3 paired seeds" in cheap["vs_leader"]["text"]
+
+
+def test_confirmation_keeps_a_leader_told_apart_and_breaks_ties_on_frozen_layers():
+    from flows.confirmation import pick_winner
+
+    leader = confirmed_row(1, [0.85, 0.86, 0.84], epochs=4)
+    behind = confirmed_row(2, [0.80, 0.81, 0.79], epochs=2)  # 5 points behind on every seed
+    assert pick_winner([leader, behind]) is leader
+    assert behind["vs_leader"]["high"] == pytest.approx(-0.05)  # no spread: a zero-width interval
+    same = confirmed_row(3, [0.85, 0.86, 0.84], epochs=4, frozen=2)
+    assert pick_winner([leader, same]) is same  # tied, as many epochs, fewer trainable weights

@@ -9,12 +9,14 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import optuna
 import pytest
+import scipy.stats
 from conftest import browser_page, mlflow_server, small_train_config
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
-from oracles import prefect_artifact
+from oracles import check_study_record, prefect_artifact
 from prefect.testing.utilities import prefect_test_harness
 
 from flows.search import search_flow
@@ -95,6 +97,7 @@ def test_study_logs_nested_trials_and_registers_the_winner(tiny_study):
 
     study = optuna.load_study(study_name="tiny", storage=config.storage)
     assert parent.data.params["best_learning_rate"] == str(study.best_params["learning_rate"])
+    check_study_record(client, parent.info.run_id, study)
     assert summary["decision"].promoted
     assert champion_version(client, "tiny-model") == summary["decision"].challenger_version
     assert not list(config.train.output_dir.glob("**/checkpoint-*"))
@@ -131,6 +134,33 @@ def test_search_trials_artifact_matches_optuna_and_mlflow(tiny_study):
         assert row["mlflow_run_id"] == runs[str(row["number"])]
 
 
+def expected_winner(client, table: list[dict]) -> dict:
+    """The confirmation's rule recomputed from the confirm runs' own records: the best mean
+    leads; a configuration whose per-seed differences from it have a 95% t interval (scipy)
+    that holds 0 is tied with it; the tied one with the fewest epochs, then the most frozen
+    layers (as its run's params say), wins."""
+    leader = max(table, key=lambda row: statistics.fmean(row["validation_scores"]))
+    tied = [leader]
+    for row in table:
+        if row is leader:
+            continue
+        differences = np.subtract(row["validation_scores"], leader["validation_scores"])
+        mean, sem = differences.mean(), scipy.stats.sem(differences)
+        low, high = (mean, mean) if sem == 0 else scipy.stats.t.interval(
+            0.95, len(differences) - 1, loc=mean, scale=sem
+        )  # fmt: skip
+        assert row["vs_leader"]["low"] == pytest.approx(low, abs=1e-12)
+        assert row["vs_leader"]["high"] == pytest.approx(high, abs=1e-12)
+        if low <= 0 <= high:
+            tied.append(row)
+
+    def cost(row: dict) -> tuple[int, int]:
+        params = client.get_run(row["run_id"]).data.params
+        return int(params["num_epochs"]), -int(params["frozen_layers"])
+
+    return min(tied, key=cost)
+
+
 def test_confirmation_and_winner_come_from_the_confirm_runs(tiny_study, tmp_path):
     config, summary = tiny_study
     client = MlflowClient(config.train.tracking_uri)
@@ -143,7 +173,8 @@ def test_confirmation_and_winner_come_from_the_confirm_runs(tiny_study, tmp_path
         assert row["mean_validation"] == pytest.approx(statistics.fmean(logged))
         tags = [client.get_run(r).data.tags["finetrack.confirm_of_trial"] for r in row["run_ids"]]
         assert tags == [str(row["trial"])] * 2
-    best = max(table, key=lambda row: statistics.fmean(row["validation_scores"]))
+    best = expected_winner(client, table)
+    assert [row["trial"] for row in table if "reason" in row] == [best["trial"]]
     parent = client.get_run(summary["parent_run_id"]).data.metrics
     assert parent["confirmed_validation_accuracy"] == pytest.approx(best["mean_validation"])
     decision = summary["decision"]
@@ -229,6 +260,7 @@ def test_pruned_trial_stops_at_its_first_report(
     assert f"pruned after {epochs:g} epoch(s)" in run.data.tags["mlflow.note.content"]
     assert [m.step for m in client.get_metric_history(run.info.run_id, "train_loss")] == losses
     assert summary["winner"] is None
+    check_study_record(client, summary["parent_run_id"], study)
 
 
 def test_a_trial_is_not_pruned_at_its_last_report(mrpc_dir, tmp_path, prefect_backend, monkeypatch):
@@ -373,6 +405,13 @@ def test_killed_trial_resumes_from_its_epoch_checkpoint(mrpc_dir, tmp_path):
         worker.wait()
     before = {t.number: t.datetime_start for t in trials_in(storage, (TrialState.COMPLETE,))}
     (killed,) = trials_in(storage, (TrialState.RUNNING,))
+    # where the killed trial stood: its last whole checkpoint on disk, its epochs in MLflow
+    folder = tmp_path / "outputs" / f"shared-trial-{killed.number}"
+    states = folder.glob("checkpoint-*/trainer_state.json")
+    saved_epoch = max(round(json.loads(path.read_text())["epoch"]) for path in states)
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    killed_history = client.get_metric_history(killed.user_attrs["mlflow_run_id"], "eval_f1")
+    assert max(m.step for m in killed_history) == saved_epoch
     time.sleep(4)  # past the grace period: the dead worker's heartbeat is stale
 
     rerun = subprocess.run(command, capture_output=True, text=True, timeout=600)
@@ -391,7 +430,6 @@ def test_killed_trial_resumes_from_its_epoch_checkpoint(mrpc_dir, tmp_path):
         retry.intermediate_values[step] == value for step, value in first_epoch.items()
     )
     assert len(study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))) == 3
-    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
     experiment = client.get_experiment_by_name("search-test")
     runs = client.search_runs([experiment.experiment_id])
     assert not [r for r in runs if r.info.status == "RUNNING"]
@@ -400,11 +438,15 @@ def test_killed_trial_resumes_from_its_epoch_checkpoint(mrpc_dir, tmp_path):
     assert resumed_run.info.run_id == killed.user_attrs["mlflow_run_id"]
     assert resumed_run.info.status == "FINISHED"
     assert resumed_run.data.tags["finetrack.trial_state"] == "COMPLETE"
+    assert resumed_run.data.metrics["resumed_from_epoch"] == saved_epoch
     history = client.get_metric_history(resumed_run.info.run_id, "eval_f1")
     assert [m.step for m in history] == [1, 2]
     epoch_two = search.epoch_values(retry, per_epoch)[2]
     assert history[1].value == pytest.approx(epoch_two, abs=1e-9)
     assert not list((tmp_path / "outputs").glob("shared-trial-*"))  # checkpoints removed
+    # the study run's record counts the failed attempt, its retry and the finished trials
+    (study_run,) = [r for r in runs if r.data.tags.get("finetrack.flow") == "search"]
+    check_study_record(client, study_run.info.run_id, study)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

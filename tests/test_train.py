@@ -3,17 +3,20 @@
 from pathlib import Path
 
 import pytest
+from oracles import native_bf16
 
 import tasks.train
 from tasks.config import PACKAGED_MODEL, FineTuneConfig
 from tasks.data import load_data
 from tasks.model import load_model, resolve_model
+from tasks.objective import resolve_objective
 from tasks.tokenization import load_tokenizer, tokenize
-from tasks.train import train, training_arguments, use_bf16
+from tasks.train import few_rows_warning, train, training_arguments, use_bf16
 
 
 def test_arguments_carry_the_recipe(tmp_path):
     config = FineTuneConfig(learning_rate=3e-5, batch_size=4, num_epochs=2, warmup_ratio=0.1)
+    config = resolve_objective(config, ["0", "1"])  # as train() resolves it on the data
     args = training_arguments(config, tmp_path)
     assert args.learning_rate == 3e-5
     assert args.per_device_train_batch_size == 4
@@ -33,7 +36,15 @@ def test_arguments_carry_the_recipe(tmp_path):
 def test_bf16_setting():
     assert use_bf16("on") is True
     assert use_bf16("off") is False
-    assert isinstance(use_bf16("auto"), bool)
+    # 'auto' as the hardware describes itself (/proc/cpuinfo flags, the GPU's capability)
+    assert use_bf16("auto") is native_bf16()
+
+
+def test_a_small_train_split_gets_advice_at_run_start():
+    advice = few_rows_warning(999, 32)
+    assert advice is not None and "999 rows (32 step(s) an epoch at batch 32)" in advice
+    assert "raise --num-epochs or lower --batch-size" in advice
+    assert few_rows_warning(1000, 32) is None
 
 
 def train_on_a_slice(config: FineTuneConfig, folder: Path, times: int = 1):

@@ -8,7 +8,9 @@ model's artifacts:
 - `onnx` (an exported `model.onnx`, fp32 or int8-quantised, beside its tokenizer and
   config): ONNX Runtime on CPU, no torch needed.
 Both predict in batches of similar length (less padding), inputs truncated to the
-`max_length` of training (the model config). Input columns `text` and optional
+`max_length` of training (the model config), scores calibrated by the model config's
+`temperature` (logits divided by it; 1 unless trained with --calibrate temperature). Input
+columns `text` and optional
 `text_pair`; output columns `label` (the label's name) and `score` (its probability), like
 the transformers flavour's text-classification pipeline.
 """
@@ -82,7 +84,9 @@ class SequenceClassifier(mlflow.pyfunc.PythonModel):
         self.logits = OnnxLogits(folder) if runtime == "onnx" else TorchLogits(folder)
         config = AutoConfig.from_pretrained(folder)
         self.names = [config.id2label[i] for i in range(config.num_labels)]
-        self.max_length = int((context.model_config or {}).get("max_length", 512))
+        model_config = context.model_config or {}
+        self.max_length = int(model_config.get("max_length", 512))
+        self.temperature = float(model_config.get("temperature", 1.0))
 
     def predict(self, context, model_input: pd.DataFrame, params: dict | None = None):
         params = params or {}
@@ -101,7 +105,7 @@ class SequenceClassifier(mlflow.pyfunc.PythonModel):
                 [{key: values[i] for key, values in encoded.items()} for i in rows],
                 return_tensors="np",
             )
-            logits = self.logits(dict(batch), precision).astype(np.float64)
+            logits = self.logits(dict(batch), precision).astype(np.float64) / self.temperature
             exp = np.exp(logits - logits.max(axis=-1, keepdims=True))
             probabilities[rows] = exp / exp.sum(axis=-1, keepdims=True)
         best = probabilities.argmax(axis=-1)
