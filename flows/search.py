@@ -49,22 +49,21 @@ def search_flow(config: SearchConfig | None = None, force: bool = False) -> dict
         resume_run_id=resumed,
     ) as parent_id:  # fmt: skip
         study.set_user_attr(search.STUDY_RUN_ATTR, parent_id)
-        tracking.log_params(
-            client,
-            parent_id,
-            {
-                "study_name": config.study_name,
-                "storage": tracking.redact(search.resolve_storage(config.storage)),
-                "n_trials": config.n_trials,
-                "sampler": config.sampler,
-                "pruner": config.pruner,
-                "objective_metric": f"eval_{objective}",  # as studies have always logged it
-                "search_space": config.space(),
-                "data_fingerprint": dataset.fingerprint,
-            },
-        )
-        if not resumed:  # the data source and library versions, once
-            tracking.log_params(client, parent_id, shared.record)
+        # MLflow refuses to change a param: a resumed study (say with more --n-trials) keeps
+        # those of its creation, and its current target is a tag
+        client.set_tag(parent_id, "finetrack.n_trials", str(config.n_trials))
+        params = {
+            "study_name": config.study_name,
+            "storage": tracking.redact(search.resolve_storage(config.storage)),
+            "n_trials": config.n_trials,
+            "sampler": config.sampler,
+            "pruner": config.pruner,
+            "objective_metric": f"eval_{objective}",  # as studies have always logged it
+            "search_space": config.space(),
+            "data_fingerprint": dataset.fingerprint,
+        }
+        if not resumed:  # the settings, data source and library versions, once
+            tracking.log_params(client, parent_id, params | shared.record)
         shared.parent_run_id = parent_id
         warm_start.enqueue_known_configurations(config, study, client)
         if config.parallelism > 1 and search.finished_count(study) < config.n_trials:

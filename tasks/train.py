@@ -254,12 +254,14 @@ def train(
     if config.cache_frozen_features:
         trainer.frozen_features = frozen_features(trainer, frozen)
     cached = trainer.frozen_features is not None
+    # read before training: the Trainer deletes the checkpoint it resumed from once it saves
+    started_epoch = checkpoint_epoch(resume_from_checkpoint)
     trainer.train(resume_from_checkpoint=resume_from_checkpoint)
     seconds = time.perf_counter() - start
     trainer.frozen_features = None  # its memory back before evaluation and logging
     # the Trainer's own samples/s leaves out the frozen layers' pass: counted here over the
     # same span as `train_seconds`, for the epochs this call trained
-    epochs = (trainer.state.epoch or 0) - checkpoint_epoch(resume_from_checkpoint)
+    epochs = (trainer.state.epoch or 0) - started_epoch
     return TrainResult(
         trainer=trainer,
         history=list(trainer.state.log_history),

@@ -153,7 +153,8 @@ def postgres_server():
     data, port = folder / "data", free_port()
     quiet = {"check": True, "capture_output": True}
     subprocess.run([*as_owner, initdb, "-D", str(data), "-A", "trust"], **quiet)
-    options = f"-p {port} -k {folder} -c listen_addresses=127.0.0.1"
+    # the cluster test's workers, server and studies hold many pooled connections at once
+    options = f"-p {port} -k {folder} -c listen_addresses=127.0.0.1 -c max_connections=300"
     log = str(folder / "log")
     subprocess.run(
         [*as_owner, pg_ctl, "-D", str(data), "-o", options, "-l", log, "-w", "start"], **quiet
