@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from scipy.optimize import minimize_scalar
 
-from tasks.evaluation import SplitResult
+from tasks.evaluation import SplitResult, softmax
 
 BINS = 15
 
@@ -45,10 +45,7 @@ def brier_score(probabilities: np.ndarray, labels: np.ndarray) -> float:
 def with_temperature(probabilities: np.ndarray, temperature: float) -> np.ndarray:
     """softmax(logits / T) from softmax(logits): log-probabilities differ from the logits by a
     per-row constant, which the softmax removes."""
-    scaled = np.log(np.clip(probabilities, 1e-300, None)) / temperature
-    scaled -= scaled.max(axis=1, keepdims=True)
-    exp = np.exp(scaled)
-    return exp / exp.sum(axis=1, keepdims=True)
+    return softmax(np.log(np.clip(probabilities, 1e-300, None)) / temperature)
 
 
 def log_loss(probabilities: np.ndarray, labels: np.ndarray) -> float:

@@ -166,12 +166,6 @@ def champion_version(client: MlflowClient, name: str) -> str | None:
         return None
 
 
-def score_model(model_uri: str, holdout: Holdout) -> dict[str, float]:
-    """Accuracy and F1 of a logged model on the holdout's labelled rows."""
-    predicted = predict_labels(model_uri, holdout.frame, holdout.label_names)
-    return compute_metrics(predicted, holdout.frame["label"].to_numpy(), holdout.scoring)
-
-
 def predict_labels(model_uri: str, frame: pd.DataFrame, label_names: list[str]) -> np.ndarray:
     """Label ids a logged model predicts for the frame's rows, in fp32 where it has a choice."""
     model = mlflow.pyfunc.load_model(model_uri)

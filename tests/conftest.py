@@ -185,6 +185,15 @@ def postgres_url(postgres_server) -> str:
     return f"{postgres_server.url}/{name}"
 
 
+@pytest.fixture(scope="module")
+def prefect_backend():
+    """A temporary Prefect API for one test module's flow runs."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
 @dataclass
 class PrefectServer:
     api_url: str

@@ -8,17 +8,12 @@ from pathlib import Path
 import pytest
 from conftest import BAD_INPUTS, TINY_TSV, bad_data_dir, free_port, write_split_files
 from mlflow.tracking import MlflowClient
-from prefect.testing.utilities import prefect_test_harness
 
 from flows import fine_tune, search, search_worker
 from tasks.config import SearchConfig
 from tasks.search import open_study
 
-
-@pytest.fixture(scope="module", autouse=True)
-def prefect_backend():
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
+pytestmark = pytest.mark.usefixtures("prefect_backend")  # every test runs flows
 
 
 def outputs(tmp_path: Path) -> list[str]:

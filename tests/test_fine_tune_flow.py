@@ -8,17 +8,12 @@ import pandas as pd
 import pytest
 from conftest import small_train_config
 from mlflow.tracking import MlflowClient
-from prefect.testing.utilities import prefect_test_harness
 
 from flows.fine_tune import fine_tune
 from tasks.config import FineTuneConfig
 from tasks.data import DataError
 
-
-@pytest.fixture(scope="module", autouse=True)
-def prefect_backend():
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
+pytestmark = pytest.mark.usefixtures("prefect_backend")  # every test runs flows
 
 
 def small_config(mrpc_dir: Path, tmp_path: Path, **settings) -> FineTuneConfig:

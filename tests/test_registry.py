@@ -13,6 +13,7 @@ from mlflow.models import infer_signature
 from mlflow.tracking import MlflowClient
 
 from tasks import registry
+from tasks.evaluation import compute_metrics
 from tasks.uncertainty import Scoring
 
 # 6 of 8 rows are label 1: "always 1" scores accuracy 0.75 / F1 0.857, "always 0" 0.25 / 0.0.
@@ -77,7 +78,8 @@ def register_constant(client, label: str, delay: float = 0.0) -> str:
 
 def test_scores_follow_each_row_and_versions_name_their_run(client):
     version, run_id = register_model(client, FirstFive())
-    assert registry.score_model(f"models:/m/{version}", HOLDOUT) == pytest.approx(
+    predicted = registry.predict_labels(f"models:/m/{version}", FRAME, LABELS)
+    assert compute_metrics(predicted, FRAME["label"].to_numpy(), HOLDOUT.scoring) == pytest.approx(
         {"accuracy": 7 / 8, "f1": 2 * 5 / (2 * 5 + 0 + 1)}  # by hand: TP 5, FP 0, FN 1
     )
     decision = registry.promote_if_better(client, "m", version, HOLDOUT, ACCURACY)

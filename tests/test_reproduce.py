@@ -17,7 +17,6 @@ import torch
 from conftest import ROOT, small_train_config
 from mlflow.tracking import MlflowClient
 from oracles import artifact, native_bf16
-from prefect.testing.utilities import prefect_test_harness
 
 import tasks.train
 from flows.cli import main
@@ -33,12 +32,6 @@ from tasks.study_record import TRIAL_TAG
 from tasks.tracking import connect, library_versions
 
 ROWS = {"train": 32, "held_out": 20}
-
-
-@pytest.fixture(scope="module")
-def prefect_backend():
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
 
 
 @dataclass

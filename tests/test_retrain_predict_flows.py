@@ -9,7 +9,6 @@ import pytest
 from conftest import small_train_config
 from mlflow.tracking import MlflowClient
 from oracles import prefect_artifact, pyfunc_predictions, raw_split, scores
-from prefect.testing.utilities import prefect_test_harness
 from scipy.stats import binomtest
 
 from flows.predict import predict
@@ -19,13 +18,7 @@ from tasks.data import DataError
 from tasks.prediction import NoModelError
 from tasks.registry import champion_version
 
-pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module", autouse=True)
-def prefect_backend():
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_backend")]
 
 
 def test_retrain_twice_then_predict(mrpc_dir, tmp_path):

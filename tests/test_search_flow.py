@@ -17,7 +17,6 @@ from conftest import browser_page, mlflow_server, small_train_config
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 from oracles import check_study_record, prefect_artifact
-from prefect.testing.utilities import prefect_test_harness
 
 from flows.search import search_flow
 from tasks import search
@@ -26,12 +25,6 @@ from tasks.registry import champion_version
 from tasks.study_record import STATE_TAG, STUDY_TAG, TRIAL_TAG
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def prefect_backend():
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
 
 
 def tiny_search(mrpc_dir: Path, tmp_path: Path, objective: str = "f1", **settings):

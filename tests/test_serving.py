@@ -83,7 +83,8 @@ def test_promotion_scores_the_logged_model_in_fp32(logged, mrpc_dir):
     forward passes, whatever the machine's bf16 support."""
     from sklearn.metrics import f1_score
 
-    from tasks.registry import Holdout, score_model
+    from tasks.evaluation import compute_metrics
+    from tasks.registry import predict_labels
     from tasks.uncertainty import Scoring
 
     uri, model_uri, model, tokenizer = logged
@@ -93,5 +94,6 @@ def test_promotion_scores_the_logged_model_in_fp32(logged, mrpc_dir):
         {"text": frame["sentence1"], "text_pair": frame["sentence2"], "label": frame["label"]}
     )
     expected = plain_probabilities(model, tokenizer, frame).argmax(axis=-1)
-    scores = score_model(model_uri, Holdout(holdout, ["0", "1"], Scoring(2, positive=1)))
+    predicted = predict_labels(model_uri, holdout, ["0", "1"])  # as promotion scores
+    scores = compute_metrics(predicted, holdout["label"].to_numpy(), Scoring(2, positive=1))
     assert scores["f1"] == pytest.approx(f1_score(frame["label"], expected), abs=1e-12)

@@ -35,7 +35,6 @@ from oracles import (
     scores,
 )
 from prefect import get_client
-from prefect.testing.utilities import prefect_test_harness
 from safetensors.torch import load_file
 from sklearn.metrics import accuracy_score, f1_score
 
@@ -63,12 +62,6 @@ VARIANTS = {
 
 # the 95% interval of each held-out figure, shown beside it
 INTERVALS = [f"{name}_ci_{end}" for name in ("accuracy", "f1") for end in ("low", "high")]
-
-
-@pytest.fixture(scope="module")
-def prefect_backend():
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
 
 
 @dataclass
