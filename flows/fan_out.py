@@ -5,7 +5,8 @@ Each worker is a flow run of the `search-worker` deployment, submitted with
 can be lost with its machine: its flow run then stays RUNNING in Prefect while its trial's
 heartbeat stops. Such a trial is failed as stale and queued again (`flows.trial.
 on_lost_trial`); its worker's flow run is then marked Crashed, so the wait ends. The wait
-also ends once the study is complete (worker runs that never started are cancelled), and
+also ends once the study is complete: worker runs that never started are cancelled, running
+ones get WRAP_UP_SECONDS to end by themselves (then they are cancelled too), and
 the search flow itself runs whatever the workers left.
 """
 
@@ -26,6 +27,7 @@ from tasks.config import ConfigError, SearchConfig
 
 log = logging.getLogger(__name__)
 POLL_SECONDS = 5
+WRAP_UP_SECONDS = 120  # a running worker's time to end by itself once the study is complete
 
 
 def check_deployment(config: SearchConfig) -> None:
@@ -49,7 +51,7 @@ def run_workers(config: SearchConfig, study: optuna.Study) -> None:
         for _ in range(config.parallelism)
     ]
     log.info("%d worker flow runs of %s submitted", len(ids), config.worker_deployment)
-    shown = None
+    shown, done_since = None, None
     with get_client(sync_client=True) as client:
         while True:
             runs = [client.read_flow_run(flow_run_id) for flow_run_id in ids]
@@ -60,12 +62,20 @@ def run_workers(config: SearchConfig, study: optuna.Study) -> None:
                 client.set_flow_run_state(run.id, Crashed(message=message), force=True)
             if all(run.state and run.state.is_final() for run in runs):
                 break
-            if study_done(study, config.n_trials):  # the rest never started, or hangs
-                for run in runs:
-                    if not (run.state and run.state.is_final()):
-                        message = "not needed: the study has its trials"
-                        client.set_flow_run_state(run.id, Cancelled(message=message), force=True)
-                break
+            if study_done(study, config.n_trials):
+                done_since = done_since or time.monotonic()
+                wrapping_up = time.monotonic() - done_since < WRAP_UP_SECONDS
+                unfinished = [run for run in runs if not (run.state and run.state.is_final())]
+                # a worker that ran trials ends by itself once it finds none left; one that
+                # never started, or still runs after the wrap-up time (hangs), is cancelled
+                needless = [
+                    r for r in unfinished if not (wrapping_up and r.state and r.state.is_running())
+                ]
+                for run in needless:
+                    message = "not needed: the study has its trials"
+                    client.set_flow_run_state(run.id, Cancelled(message=message), force=True)
+                if len(needless) == len(unfinished):
+                    break
             progress = (search.finished_count(study), [run.state.name for run in runs])
             if progress != shown:  # a line when something changed, not every poll
                 log.info("%d/%d trials finished; workers: %s", progress[0], config.n_trials,
