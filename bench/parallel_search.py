@@ -1,6 +1,6 @@
 """Benchmark: one study run by the search deployment with `parallelism` 1 and 2, back to back.
 
-A local cluster (`bench.cluster`: Prefect server, three process workers with one run each,
+A local cluster (`tests.support.cluster`: Prefect server, three process workers with one run each,
 SQLite study storage and MLflow store in a temporary folder); each study is started with
 `prefect deployment run 'search/mrpc'` and timed until the run is final. Prints the wall
 time, the trials finished, the epochs trained and what the record holds (MLflow runs left
@@ -25,9 +25,9 @@ import optuna
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
-from bench.cluster import prefect_server, run_deployment, workers
 from bench.common import save
-from tasks import search
+from tasks import trial_lifecycle as lifecycle
+from tests.support.cluster import prefect_server, run_deployment, workers
 
 CORES = os.cpu_count() or 1
 
@@ -65,7 +65,7 @@ def summarise(work: Path, parallelism: int, seconds: float) -> dict:
         "wall_seconds": round(seconds, 1),
         "finished_trials": len(study.get_trials(states=(TrialState.COMPLETE,))),
         "epochs_trained": sum(
-            search.epochs_trained(t, search.reports_per_epoch(study)) for t in study.trials
+            lifecycle.epochs_trained(t, lifecycle.reports_per_epoch(study)) for t in study.trials
         ),
         "best_value": study.best_value,
         "mlflow_runs": len(runs),

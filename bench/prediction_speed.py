@@ -29,12 +29,13 @@ import torch
 from transformers import AutoTokenizer, set_seed
 
 from bench.common import save
-from tasks import onnx_export, tracking
+from tasks import onnx_export, packaging, tracking
 from tasks.config import PACKAGED_MODEL
 from tasks.model import load_model, resolve_model
 from tasks.onnx_export import ONNX_REQUIREMENTS, export_onnx
-from tasks.registry import Holdout
+from tasks.registry import Holdout, predict_labels
 from tasks.train import use_bf16
+from tasks.uncertainty import Scoring
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"  # where the logged model runs too
 
@@ -84,15 +85,16 @@ def weights(model_uri: str | None):
 def log_models(client, model, tokenizer, example: dict) -> dict[str, str]:
     """The full model and both ONNX exports, logged as the flow logs them."""
     uris = {}
-    package = tracking.ModelPackage(model, tokenizer, example, "# bench", 128)
+    package = packaging.ModelPackage(model, tokenizer, example, "# bench", 128)
     with tracking.tracked_run(client, "bench-prediction") as run_id:
-        uris["pyfunc"] = tracking.log_classifier_model(client, run_id, package).model_uri
+        run = packaging.Destination(run_id, tracking.experiment_id(client, "bench-prediction"))
+        uris["pyfunc"] = packaging.log_classifier_model(client, run, package).model_uri
         for precision in ("fp32", "int8"):
             with tempfile.TemporaryDirectory() as folder:
                 exported = export_onnx(model, tokenizer, Path(folder), precision)
-                uris[f"onnx {precision}"] = tracking.log_pyfunc_model(
+                uris[f"onnx {precision}"] = packaging.log_pyfunc_model(
                     client,
-                    run_id,
+                    run,
                     f"onnx_{precision}",
                     {"onnx": str(exported)},
                     package,
@@ -161,11 +163,10 @@ def main() -> None:
         if args.model_uri:  # a trained model: is each export fit to serve?
             for split, data in (("validation", labelled(args.data_dir, "validation", None)),
                                 ("test", frame)):  # fmt: skip
-                holdout = Holdout(data, label_names, split)
+                holdout = Holdout(data, label_names, Scoring(len(label_names), 1), split)
+                full = predict_labels(uris["pyfunc"], data, label_names)
                 for name in ("onnx fp32", "onnx int8"):
-                    parity[f"{name} {split}"] = onnx_export.parity(
-                        uris["pyfunc"], uris[name], holdout
-                    )
+                    parity[f"{name} {split}"] = onnx_export.parity(full, uris[name], holdout)
 
     best_plain = max(v["rows_per_second"] for k, v in measured.items() if k.startswith("plain"))
     print(f"{rows} rows of MRPC test, bf16 native: {bf16}, model: {args.model_uri or 'packaged'}")

@@ -25,7 +25,7 @@ from optuna.trial import TrialState
 
 from bench import report
 from bench.common import RESULTS, run_flows, save
-from tasks import search
+from tasks import trial_lifecycle as lifecycle
 
 SMOKE = ["--max-train-samples", "64", "--max-eval-samples", "32", "--num-epochs-range", "1,2"]
 
@@ -54,14 +54,14 @@ def summarise(workdir: Path, variant: str, seconds: float) -> dict:
     study = optuna.load_study(
         study_name=f"bench-{name}", storage=f"sqlite:///{workdir}/optuna-{name}.db"
     )
-    per_epoch = search.reports_per_epoch(study)
+    per_epoch = lifecycle.reports_per_epoch(study)
     trials = study.get_trials(deepcopy=False)
     return {
         "pruner": variant,
         "reports_per_epoch": per_epoch,
         "best_validation_f1": study.best_value,
         "best_params": study.best_params,
-        "epochs_trained": sum(search.epochs_trained(t, per_epoch) for t in trials),
+        "epochs_trained": sum(lifecycle.epochs_trained(t, per_epoch) for t in trials),
         "pruned_trials": sum(t.state == TrialState.PRUNED for t in trials),
         "wall_seconds": seconds,
         "trials": [

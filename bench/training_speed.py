@@ -44,6 +44,8 @@ def summarise(runs: list[dict], keys: tuple[str, ...] = MEASURED) -> dict:
     """Mean and (with several seeds) standard deviation of each measured figure."""
     stats = {}
     for key in keys:
+        if not all(key in run for run in runs):
+            continue  # a figure older records do not have (e.g. test scores)
         values = [run[key] for run in runs]
         spread = statistics.stdev(values) if len(values) > 1 else None
         stats[key] = {"mean": statistics.fmean(values), "std": spread}
@@ -77,7 +79,8 @@ def main() -> None:
             (name, seed): (
                 "bench.bare_trainer",
                 ["--data-dir", str(args.data_dir), "--seed", str(seed),
-                 "--result", str(work / f"{name}-{seed}.json"), *common, *CONFIGS[name]],
+                 "--result", str(work / f"{name}-{seed}.json"), "--select-epoch", "last",
+                 *common, *CONFIGS[name]],
             )
             for name in measured
             for seed in seeds

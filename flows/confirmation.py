@@ -19,15 +19,21 @@ import optuna
 from flows.fine_tune import fine_tune
 from tasks import search, tracking
 from tasks.config import SearchConfig
+from tasks.prepared import Prepared
 from tasks.study_record import STUDY_TAG
 from tasks.uncertainty import seed_paired_difference
 
 
 def confirm_and_pick(
-    config: SearchConfig, study: optuna.Study, client, parent_id: str
+    config: SearchConfig,
+    study: optuna.Study,
+    client,
+    parent_id: str,
+    prepared: Prepared | None = None,
 ) -> tuple[dict, str]:
     """The winner's row of `confirmation.json` (its base-seed run holds the logged model)
-    and a description of the whole confirmation for the study run."""
+    and a description of the whole confirmation for the study run. Every run trains from
+    `prepared`, the search's inputs (else each prepares its own)."""
     metric = config.train.objective_metric
     candidates = search.top_configurations(study, max(config.confirm_top_k, 1))
     seeds = [config.train.seed + i for i in range(config.confirm_seeds)]
@@ -47,6 +53,7 @@ def confirm_and_pick(
                 fine_tune(
                     config.train.with_settings(**settings, run_name=f"confirm-{rank}-seed{seed}"),
                     parent_run_id=parent_id,
+                    prepared=prepared,
                     tags={
                         STUDY_TAG: config.study_name,
                         "finetrack.confirm_of_trial": str(trial.number),

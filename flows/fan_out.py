@@ -22,8 +22,9 @@ from prefect.deployments import run_deployment
 from prefect.exceptions import ObjectNotFound
 from prefect.states import Cancelled, Crashed
 
-from tasks import search
+from tasks import trial_lifecycle as lifecycle
 from tasks.config import ConfigError, SearchConfig
+from tasks.trial_lifecycle import Next
 
 log = logging.getLogger(__name__)
 POLL_SECONDS = 5
@@ -51,17 +52,18 @@ def run_workers(config: SearchConfig, study: optuna.Study) -> None:
         for _ in range(config.parallelism)
     ]
     log.info("%d worker flow runs of %s submitted", len(ids), config.worker_deployment)
-    shown, done_since = None, None
+    shown, done_since, runs = None, None, []
     with get_client(sync_client=True) as client:
-        while True:
+
+        def step() -> Next:  # after the lost trials were failed and queued again
+            nonlocal shown, done_since, runs
             runs = [client.read_flow_run(flow_run_id) for flow_run_id in ids]
-            optuna.storages.fail_stale_trials(study)  # a lost worker's trial is queued again
             for run in lost_workers(study, runs):
                 log.warning("worker flow run %s was lost with its trial", run.name)
                 message = "lost: its trial went silent and was queued to run again"
                 client.set_flow_run_state(run.id, Crashed(message=message), force=True)
             if all(run.state and run.state.is_final() for run in runs):
-                break
+                return Next.DONE
             if study_done(study, config.n_trials):
                 done_since = done_since or time.monotonic()
                 wrapping_up = time.monotonic() - done_since < WRAP_UP_SECONDS
@@ -75,24 +77,26 @@ def run_workers(config: SearchConfig, study: optuna.Study) -> None:
                     message = "not needed: the study has its trials"
                     client.set_flow_run_state(run.id, Cancelled(message=message), force=True)
                 if len(needless) == len(unfinished):
-                    break
-            progress = (search.finished_count(study), [run.state.name for run in runs])
+                    return Next.DONE
+            progress = (lifecycle.finished_count(study), [run.state.name for run in runs])
             if progress != shown:  # a line when something changed, not every poll
                 log.info("%d/%d trials finished; workers: %s", progress[0], config.n_trials,
                          ", ".join(progress[1]))  # fmt: skip
                 shown = progress
-            time.sleep(POLL_SECONDS)
+            return Next.LATER
+
+        lifecycle.wait_for(study, step, POLL_SECONDS)
     log.info("worker flow runs ended: %s", ", ".join(run.state.name for run in runs))
 
 
 def study_done(study: optuna.Study, n_trials: int) -> bool:
     """`n_trials` finished and nothing running or queued."""
     busy = study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING))
-    return not busy and search.finished_count(study) >= n_trials
+    return not busy and lifecycle.finished_count(study) >= n_trials
 
 
 def lost_workers(study: optuna.Study, runs: list) -> list:
     """Flow runs still RUNNING in Prefect whose trial was found dead (`flows.trial.
     on_lost_trial` notes each such flow run on the study)."""
-    lost = {value for key, value in study.user_attrs.items() if key.startswith(search.LOST_PREFIX)}
+    lost = lifecycle.lost_flow_runs(study)
     return [run for run in runs if run.state and run.state.is_running() and str(run.id) in lost]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 
+import numpy as np
 from mlflow.tracking import MlflowClient
 from prefect import get_client
 from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
@@ -32,12 +33,13 @@ def promote(
     version: str,
     holdout: registry.Holdout,
     policy: registry.PromotionPolicy,
+    challenger: np.ndarray | None = None,
 ) -> registry.Decision:
     """`registry.promote_if_better`, one process at a time per registered model."""
     limit = f"promote-{model_name}"
     ensure_limit(limit)
     with concurrency(limit, occupy=1, strict=True, timeout_seconds=1800):
-        return registry.promote_if_better(client, model_name, version, holdout, policy)
+        return registry.promote_if_better(client, model_name, version, holdout, policy, challenger)
 
 
 def register_and_promote(
@@ -47,10 +49,12 @@ def register_and_promote(
     model_name: str,
     holdout: registry.Holdout,
     policy: registry.PromotionPolicy,
+    challenger: np.ndarray | None = None,
 ) -> registry.Decision:
-    """Register the run's model, promote it if better, and record the decision on the run."""
+    """Register the run's model, promote it if better, and record the decision on the run;
+    `challenger`: the model's labels on the holdout rows, where they are known already."""
     version = registry.register(client, model_uri, model_name, run_id)
-    decision = promote(client, model_name, version, holdout, policy)
+    decision = promote(client, model_name, version, holdout, policy, challenger)
     for key, value in decision.as_tags().items():
         client.set_tag(run_id, key, value)
     tracking.log_metrics(client, run_id, decision.metrics())

@@ -17,9 +17,10 @@ import sys
 from prefect import flow
 
 from flows.cli import flow_main
-from flows.fine_tune import fine_tune, load_data, resolve_model
+from flows.fine_tune import fine_tune
+from flows.steps import load_data, resolve_model
 from tasks import reproduce as reproduction
-from tasks import tracking
+from tasks import reproduction_verdict, tracking
 from tasks.config import ReproduceConfig
 
 log = logging.getLogger(__name__)
@@ -28,7 +29,7 @@ log = logging.getLogger(__name__)
 @flow(name="reproduce", flow_run_name="reproduce-{run_id}")
 def reproduce(
     run_id: str, config: ReproduceConfig | None = None, allow_data_change: bool = False
-) -> reproduction.Verdict:
+) -> reproduction_verdict.Verdict:
     """Train the run `run_id` again from its record and compare the results."""
     config = config or ReproduceConfig()
     client = tracking.connect(config.tracking_uri)
@@ -49,8 +50,8 @@ def reproduce(
         log.warning("warning: %s", warning)
     log.info("training it again, as a new run tagged %s", reproduction.REPRODUCES_TAG)
     result = fine_tune(train_config, tags={reproduction.REPRODUCES_TAG: run_id})
-    verdict = reproduction.compare(client, original, result.run_id, checks, changed)
-    reproduction.record(client, original, verdict)
+    verdict = reproduction_verdict.compare(client, original, result.run_id, checks, changed)
+    reproduction_verdict.record(client, original, verdict)
     log.info("%s", verdict.text())
     return verdict
 

@@ -17,22 +17,22 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
 from flows.cli import flow_main
-from flows.fine_tune import fine_tune, load_data
+from flows.fine_tune import fine_tune
 from flows.promotion import register_and_promote
 from flows.search import search_flow
-from tasks import registry, search, tracking
+from flows.steps import prepare
+from tasks import registry, search, study_storage, tracking
 from tasks.config import (
     RetrainConfig,
     SearchConfig,
 )
-from tasks.objective import resolve_objective, scoring
 
 
 def best_known_params(config: RetrainConfig) -> dict:
     """Best trial's params of the configured study; empty when there is none yet."""
     try:
         study = optuna.load_study(
-            study_name=config.study_name, storage=search.resolve_storage(config.storage)
+            study_name=config.study_name, storage=study_storage.resolve_storage(config.storage)
         )
         return dict(search.top_configurations(study, 1)[0].params)
     except (KeyError, IndexError):
@@ -68,22 +68,16 @@ def retrain(config: RetrainConfig | None = None) -> dict:
     params = challenger_params(config)
     logger.info("challenger hyperparameters: %s", params or "from the config")
     train_config = config.train.with_settings(**params, log_model=True, registered_model_name=None)
-    challenger = fine_tune(train_config, tags={"finetrack.flow": "retrain"})
-    client = tracking.connect(config.train.tracking_uri)
-    dataset = load_data(config.train)
-    train_config = resolve_objective(train_config, dataset.label_names)
-    split = config.evaluation_split
+    prepared = prepare(train_config)  # once, for training and for scoring
+    challenger = fine_tune(train_config, tags={"finetrack.flow": "retrain"}, prepared=prepared)
     decision = register_and_promote(
-        client,
+        tracking.connect(config.train.tracking_uri),
         challenger.model_uri,
         challenger.run_id,
         config.registered_model_name,
-        registry.Holdout(
-            dataset.splits[split], dataset.label_names,
-            scoring(train_config, dataset.label_names), split,
-        ),
-        registry.PromotionPolicy.of(train_config, metric=config.metric),
-    )  # fmt: skip
+        prepared.holdout(config.evaluation_split),
+        registry.PromotionPolicy.of(prepared.config, metric=config.metric),
+    )
     logger.info("%s", decision.describe())
     create_markdown_artifact(decision.markdown(), key="retrain-decision")
     return {"run_id": challenger.run_id, "params": params, "decision": decision}

@@ -20,10 +20,12 @@ from flows.confirmation import confirm_and_pick
 from flows.fan_out import check_deployment, run_workers
 from flows.promotion import register_and_promote
 from flows.trial import finish_study, open_search, study_run_name
-from tasks import provenance, search, study_record, tracking, warm_start
+from tasks import provenance, search, study_record, study_storage, tracking, warm_start
+from tasks import trial_lifecycle as lifecycle
 from tasks.config import SearchConfig
 from tasks.objective import scoring
 from tasks.registry import DEFAULT_MODEL_NAME, Holdout, PromotionPolicy
+from tasks.trial_lifecycle import StudyNote
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +40,7 @@ def search_flow(config: SearchConfig | None = None, force: bool = False) -> dict
     config, client = shared.config, shared.client  # the objective resolved on the data
     objective = config.train.objective_metric
 
-    resumed = study.user_attrs.get(search.STUDY_RUN_ATTR)
+    resumed = study.user_attrs.get(StudyNote.STUDY_RUN)
     tags = {  # a resumed study run keeps those of its creation
         study_record.STUDY_TAG: config.study_name,
         "finetrack.flow": "search",
@@ -48,13 +50,13 @@ def search_flow(config: SearchConfig | None = None, force: bool = False) -> dict
         client, config.train.experiment_name, f"study-{config.study_name}", tags,
         resume_run_id=resumed,
     ) as parent_id:  # fmt: skip
-        study.set_user_attr(search.STUDY_RUN_ATTR, parent_id)
+        study.set_user_attr(StudyNote.STUDY_RUN.value, parent_id)
         # MLflow refuses to change a param: a resumed study (say with more --n-trials) keeps
         # those of its creation, and its current target is a tag
         client.set_tag(parent_id, "finetrack.n_trials", str(config.n_trials))
         params = {
             "study_name": config.study_name,
-            "storage": tracking.redact(search.resolve_storage(config.storage)),
+            "storage": tracking.redact(study_storage.resolve_storage(config.storage)),
             "n_trials": config.n_trials,
             "sampler": config.sampler,
             "pruner": config.pruner,
@@ -66,7 +68,7 @@ def search_flow(config: SearchConfig | None = None, force: bool = False) -> dict
             tracking.log_params(client, parent_id, params | shared.record)
         shared.parent_run_id = parent_id
         warm_start.enqueue_known_configurations(config, study, client)
-        if config.parallelism > 1 and search.finished_count(study) < config.n_trials:
+        if config.parallelism > 1 and lifecycle.finished_count(study) < config.n_trials:
             run_workers(config, study)  # then this run finishes what the workers left
         finish_study(study, shared)
         rows = study_record.trial_rows(study)
@@ -77,7 +79,9 @@ def search_flow(config: SearchConfig | None = None, force: bool = False) -> dict
         if not config.finalize:
             log.info("finalize is off: leaving confirmation and registration to another run")
         elif search.top_configurations(study, 1):
-            winner, confirmation = confirm_and_pick(config, study, client, parent_id)
+            winner, confirmation = confirm_and_pick(
+                config, study, client, parent_id, shared.prepared
+            )
             decision = register_and_promote(
                 client,
                 winner["model_uri"],

@@ -17,27 +17,28 @@ from prefect import flow
 
 from flows.cli import flow_main
 from flows.trial import open_search, run_trials, study_run_name
-from tasks import search
+from tasks import study_storage
+from tasks import trial_lifecycle as lifecycle
 from tasks.config import ConfigError, SearchConfig
 
 
 @flow(name="search-worker", flow_run_name=study_run_name("search-worker"))
 def search_worker(config: SearchConfig) -> dict:
     """Run trials of `config.study_name` until the study has its trials."""
-    storage = search.resolve_storage(config.storage)
+    storage = study_storage.resolve_storage(config.storage)
     try:  # look before opening: opening creates a missing study
         opened = optuna.load_study(study_name=config.study_name, storage=storage)
     except KeyError:
         opened = None
-    if opened is None or search.STUDY_RUN_ATTR not in opened.user_attrs:
+    if opened is None or lifecycle.StudyNote.STUDY_RUN not in opened.user_attrs:
         raise ConfigError(
             f"study {config.study_name!r} has no study run: start it with the search flow "
             "(its --parallelism submits the workers)"
         )
     study, _, shared = open_search(config)
-    shared.parent_run_id = study.user_attrs[search.STUDY_RUN_ATTR]
+    shared.parent_run_id = study.user_attrs[lifecycle.StudyNote.STUDY_RUN]
     run_trials(study, shared)
-    return {"study_name": config.study_name, "finished": search.finished_count(study)}
+    return {"study_name": config.study_name, "finished": lifecycle.finished_count(study)}
 
 
 main = flow_main("search-worker")

@@ -6,7 +6,6 @@ from __future__ import annotations
 import logging
 import shutil
 import sys
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -17,11 +16,12 @@ from prefect.cache_policies import NONE
 from prefect.exceptions import TerminationSignal
 from prefect.runtime import flow_run
 
-from flows.fine_tune import load_data, resolve_model, tokenize
-from tasks import provenance, search, tokenization, tracking
+from flows.steps import named_by_config, prepare
+from tasks import provenance, search, search_space, tracking
+from tasks import trial_lifecycle as lifecycle
 from tasks.config import SearchConfig
-from tasks.objective import describe as describe_objective
-from tasks.objective import resolve_objective
+from tasks.prepared import Prepared
+from tasks.pruning import PruningCallback
 from tasks.study_record import (
     STATE_TAG,
     STUDY_TAG,
@@ -30,6 +30,7 @@ from tasks.study_record import (
     trial_description,
 )
 from tasks.train import train
+from tasks.trial_lifecycle import Next, Phase
 
 log = logging.getLogger(__name__)
 
@@ -41,60 +42,47 @@ class SurplusTrial(Exception):
 @dataclass
 class TrialOutcome:
     value: float | None  # None: pruned before its first epoch ended
-    state: str  # COMPLETE or PRUNED
+    state: Phase  # COMPLETE or PRUNED
     epochs_trained: float
 
 
 @dataclass
 class TrialInputs:
-    """What every trial of one search shares: its config, the study's MLflow run, the model
-    and the tokenized data."""
+    """What every trial of one search shares: its config, the study's MLflow run, and the
+    inputs prepared once (model, data, tokenized splits), which its confirmation runs share
+    too."""
 
     config: SearchConfig
     client: object  # MlflowClient
     parent_run_id: str | None
-    model_path: str
-    tokenizer: object
-    tokenized: object  # tasks.tokenization.Tokenized
-    label_names: list[str]
-    record: dict[str, str]  # data source and fingerprint, library versions: each trial's params
+    prepared: Prepared
+
+    @property
+    def record(self) -> dict[str, str]:
+        """Data source and fingerprint, library versions: each trial's params."""
+        data = self.prepared.data
+        return {
+            "data_source": data.source,
+            "data_fingerprint": data.fingerprint,
+            **tracking.library_versions(),
+        }
 
 
 def study_run_name(prefix: str) -> Callable[[], str]:
     """A flow run name from the study's name in the run's `config` parameter."""
-
-    def name() -> str:
-        config = flow_run.parameters.get("config") or {}
-        if isinstance(config, SearchConfig):
-            config = config.model_dump()
-        return f"{prefix}-{config.get('study_name', 'finetrack-search')}"
-
-    return name
+    return named_by_config(
+        lambda config: f"{prefix}-{config.get('study_name', 'finetrack-search')}"
+    )
 
 
 def open_search(config: SearchConfig, force: bool = False):
     """What the search flow and its workers start from: the tracking client, the study
     (created or resumed), the data set and the trials' shared inputs (no study run yet)."""
     client = tracking.connect(config.train.tracking_uri)
-    model_path = resolve_model(
-        config.train.model_name_or_path, config.train.freeze_layers, config.train.max_length
-    )
-    dataset = load_data(config.train)
-    train_config = resolve_objective(config.train, dataset.label_names)
-    config = config.model_copy(update={"train": train_config})  # validated as it was
-    log.info("%s", describe_objective(train_config, dataset.label_names))
+    prepared = prepare(config.train)
+    config = config.model_copy(update={"train": prepared.config})  # validated as it was
     study = search.open_study(config, on_lost_trial(client, config), force=force)
-    tokenizer = tokenization.load_tokenizer(model_path)
-    tokenized = tokenize(dataset, tokenizer, config.train.max_length, config.train.cache_dir)
-    record = {
-        "data_source": dataset.source,
-        "data_fingerprint": dataset.fingerprint,
-        **tracking.library_versions(),
-    }
-    shared = TrialInputs(
-        config, client, None, model_path, tokenizer, tokenized, dataset.label_names, record
-    )
-    return study, dataset, shared
+    return study, prepared.data, TrialInputs(config, client, None, prepared)
 
 
 @task(name="trial", task_run_name="trial-{trial.number}", cache_policy=NONE)
@@ -105,11 +93,11 @@ def run_trial(trial: optuna.Trial, shared: TrialInputs) -> TrialOutcome:
     its worker was lost goes on from the last one, in the lost trial's MLflow run.
     """
     config, client, number = shared.config, shared.client, trial.number
-    params = search.suggest(trial, config)
-    output_dir = search.checkpoints_dir(config, trial)
-    trial_config = search.trial_config(config.train, params, output_dir)
+    params = search_space.suggest(trial, config)
+    output_dir = lifecycle.checkpoints_dir(config, trial)
+    trial_config = search_space.trial_config(config.train, params, output_dir)
     objective = f"eval_{config.train.objective_metric}"
-    resume = search.resume_point(trial.study, trial, output_dir)
+    resume = lifecycle.resume_point(trial.study, trial, output_dir)
     for step, value in (resume.reported if resume else {}).items():
         trial.report(value, step)  # the epochs that need not be trained again
     tags = {
@@ -121,48 +109,46 @@ def run_trial(trial: optuna.Trial, shared: TrialInputs) -> TrialOutcome:
         client, trial_config.experiment_name, f"trial-{number}", tags, shared.parent_run_id,
         resume_run_id=resume.run_id if resume else None,
     ) as run_id:  # fmt: skip
-        trial.set_user_attr(search.MLFLOW_RUN, run_id)
-        if flow_run.get_id():
-            trial.set_user_attr(search.FLOW_RUN, flow_run.get_id())
+        lifecycle.started(trial, run_id, flow_run.get_id())
         params_logged = {**trial_config.params(), "trial_number": number, **shared.record}
         if resume:
             client.set_tag(run_id, TRIAL_TAG, str(number))
-            trial.set_user_attr(search.RESUMED_FROM, resume.epoch)
+            lifecycle.resumed(trial, resume.epoch)
             tracking.log_metrics(client, run_id, {"resumed_from_epoch": resume.epoch})
             log.info("trial %d resumes from epoch %d (%s)", number, resume.epoch, resume.checkpoint)
-            params_logged = {f"retry_{number}_of": trial.user_attrs[search.RETRY_OF]}
+            params_logged = {f"retry_{number}_of": lifecycle.retry_of(trial)}
         tracking.log_params(client, run_id, params_logged)
-        pruning = search.PruningCallback(
-            trial, config.train.objective_metric, search.reports_per_epoch(trial.study),
+        pruning = PruningCallback(
+            trial, config.train.objective_metric, lifecycle.reports_per_epoch(trial.study),
             start_epoch=resume.epoch if resume else 0,
         )  # fmt: skip
         try:
             result = train(
-                trial_config, shared.model_path, shared.tokenizer, shared.tokenized.datasets,
-                shared.label_names, output_dir,
+                trial_config, shared.prepared.model_path, shared.prepared.tokenizer,
+                shared.prepared.tokenized.datasets, shared.prepared.label_names, output_dir,
                 callbacks=[tracking.EpochMetricsLogger(client, run_id), pruning],
                 resumable=True, resume_from_checkpoint=resume.checkpoint if resume else None,
             )  # fmt: skip
         except Exception:
-            client.set_tag(run_id, STATE_TAG, "FAIL")
-            if not search.retried(trial.study, trial):  # else declared lost: the retry's now
+            client.set_tag(run_id, STATE_TAG, Phase.FAILED.value)
+            if not lifecycle.retried(trial.study, trial):  # else declared lost: the retry's now
                 shutil.rmtree(output_dir, ignore_errors=True)  # an error: nothing to resume
             raise
         except BaseException:  # stopped from outside: run again from the last checkpoint
-            client.set_tag(run_id, STATE_TAG, "FAIL")
-            search.enqueue_retry(trial.study, trial, config.trial_retries)
+            client.set_tag(run_id, STATE_TAG, Phase.FAILED.value)
+            lifecycle.enqueue_retry(trial.study, trial, config.trial_retries)
             raise
         shutil.rmtree(output_dir, ignore_errors=True)  # the trial's model is never kept
         tracking.log_params(client, run_id, result.decided)
         values = {round(row["epoch"]): row[objective] for row in result.history if objective in row}
-        state = "PRUNED" if pruning.pruned else "COMPLETE"
-        client.set_tag(run_id, STATE_TAG, state)
+        state = lifecycle.ended(pruning.pruned)
+        client.set_tag(run_id, STATE_TAG, state.value)
         description = trial_description(
             number, params, state, objective, values, pruning.epochs_done
         )
         if resume:
             description += (
-                f" Retry of trial {trial.user_attrs[search.RETRY_OF]}, whose worker was lost: "
+                f" Retry of trial {lifecycle.retry_of(trial)}, whose worker was lost: "
                 f"resumed from epoch {resume.epoch}."
             )
         tracking.describe(client, run_id, description)
@@ -179,14 +165,14 @@ def objective_function(study: optuna.Study, shared: TrialInputs):
     n_trials = shared.config.n_trials
 
     def objective(trial: optuna.Trial) -> float:
-        if search.claimed_before(study, trial.number, queued=True) >= n_trials:
+        if lifecycle.claimed_before(study, trial.number, queued=True) >= n_trials:
             study.stop()
             raise SurplusTrial(f"trial {trial.number}: study already has its trials")
         try:
             outcome = run_trial(trial, shared)
         except TerminationSignal as stop:  # Optuna marks FAIL on KeyboardInterrupt only
             raise KeyboardInterrupt(f"signal {stop.signal}") from stop
-        if outcome.state == "PRUNED":
+        if outcome.state is Phase.PRUNED:
             raise optuna.TrialPruned(f"pruned after {outcome.epochs_trained:g} epoch(s)")
         return outcome.value
 
@@ -197,14 +183,14 @@ def stop_when_enough(n_trials: int):
     """Optuna callback: stop this worker once finished and running trials reach the total."""
 
     def stop(study: optuna.Study, trial) -> None:
-        if search.claimed_before(study, sys.maxsize) >= n_trials:
+        if lifecycle.claimed_before(study, sys.maxsize) >= n_trials:
             study.stop()
 
     return stop
 
 
 def on_lost_trial(client, config: SearchConfig):
-    """Optuna calls this for a trial whose worker went silent (see `search.make_storage`),
+    """Optuna calls this for a trial whose worker went silent (`study_storage.make_storage`),
     once, in the process that marked it FAIL: queue it to run again from its last checkpoint,
     note its flow run as lost (`flows.fan_out` reads it), close its MLflow run. One failing
     step does not stop the others; checkpoints go only when no retry will read them."""
@@ -213,9 +199,8 @@ def on_lost_trial(client, config: SearchConfig):
     def handle(study: optuna.Study, trial) -> None:
         queued = True  # unless known otherwise, keep the checkpoints
         try:
-            queued = search.enqueue_retry(study, trial, config.trial_retries)
-            lost_run = trial.user_attrs.get(search.FLOW_RUN, "")
-            study.set_user_attr(f"{search.LOST_PREFIX}{trial.number}", lost_run)
+            queued = lifecycle.enqueue_retry(study, trial, config.trial_retries)
+            lifecycle.note_lost(study, trial)
         except Exception:
             log.exception("trial %d lost: its retry could not be queued", trial.number)
         try:
@@ -223,7 +208,7 @@ def on_lost_trial(client, config: SearchConfig):
         except Exception:
             log.exception("trial %d lost: its MLflow run could not be closed", trial.number)
         if not queued:
-            shutil.rmtree(search.checkpoints_dir(config, trial), ignore_errors=True)
+            shutil.rmtree(lifecycle.checkpoints_dir(config, trial), ignore_errors=True)
 
     return handle
 
@@ -232,7 +217,7 @@ def run_trials(study: optuna.Study, shared: TrialInputs) -> None:
     """Run trials in this process until the study has `n_trials` finished ones (retried
     trials first: Optuna hands out queued trials before sampling new ones)."""
     n_trials = shared.config.n_trials
-    remaining = n_trials - search.finished_count(study)
+    remaining = n_trials - lifecycle.finished_count(study)
     log.info("study %s: %d trial(s) to run", study.study_name, max(remaining, 0))
     if remaining > 0:
         study.optimize(
@@ -252,21 +237,19 @@ def finish_study(study: optuna.Study, shared: TrialInputs, poll_seconds: float =
     is found stale and queued again) and run whatever they leave."""
     n_trials = shared.config.n_trials
 
-    def running() -> list:
-        return study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-
-    while True:
-        optuna.storages.fail_stale_trials(study)
+    def step() -> Next:
         queued = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
-        if queued or search.claimed_before(study, sys.maxsize) < n_trials:
-            finished = search.finished_count(study)
+        if queued or lifecycle.claimed_before(study, sys.maxsize) < n_trials:
+            finished = lifecycle.finished_count(study)
             run_trials(study, shared)
-            if search.finished_count(study) == finished and not running():
+            if lifecycle.finished_count(study) == finished and not lifecycle.running(study):
                 log.warning("study %s: no trial finished in this pass; %d of %d finished",
                             study.study_name, finished, n_trials)  # fmt: skip
-                return
-            continue
-        if not running():
-            return
-        log.info("waiting for %d trial(s) running in other workers", len(running()))
-        time.sleep(poll_seconds)
+                return Next.DONE
+            return Next.AGAIN
+        if not lifecycle.running(study):
+            return Next.DONE
+        log.info("waiting for %d trial(s) running in other workers", len(lifecycle.running(study)))
+        return Next.LATER
+
+    lifecycle.wait_for(study, step, poll_seconds)

@@ -77,7 +77,13 @@ def _model_folder(folder: Path) -> str:
 def _check_layer_count(model: str, count: int) -> None:
     from transformers import AutoConfig
 
-    layers = getattr(AutoConfig.from_pretrained(model), "num_hidden_layers", None)
+    refuse_freezing_beyond(
+        getattr(AutoConfig.from_pretrained(model), "num_hidden_layers", None), count
+    )
+
+
+def refuse_freezing_beyond(layers: int | None, count: int) -> None:
+    """The one check of `freeze_layers` against the model's encoder layers (None: none)."""
     if layers is None or count > layers:
         raise ModelError(f"--freeze-layers {count}: the model has {layers or 'no'} encoder layers")
 
@@ -174,7 +180,6 @@ def freeze_lower_layers(model, count: int) -> None:
             f"--freeze-layers needs a BERT-like model (embeddings and encoder layers); "
             f"{type(model).__name__} is not one: use --freeze-layers 0"
         )
-    if count > len(layers):
-        raise ModelError(f"--freeze-layers {count}: the model has {len(layers)} encoder layers")
+    refuse_freezing_beyond(len(layers), count)
     for module in [model.base_model.embeddings, *layers[:count]]:
         module.requires_grad_(False)

@@ -1,4 +1,5 @@
-"""The model card shipped inside every logged model (its `README.md`), built from the run.
+"""The model card shipped inside every logged model (its `README.md`), built from the
+values the run recorded, as the flow holds them.
 
 Whoever downloads the model from the registry, without access to the run, still learns what
 it was trained on, how it scored, with which recipe and library versions, and under which
@@ -7,18 +8,13 @@ data licence.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import numpy as np
-from mlflow.entities import Run
 
 from tasks.data import LoadedData
 from tasks.evaluation import PLOTTED_CLASSES, SplitResult, most_confused, score_text
 
-RECIPE = (
-    "model_name_or_path", "learning_rate", "batch_size", "num_epochs", "weight_decay",
-    "warmup_ratio", "seed", "max_length", "objective_metric", "positive_label", "bf16",
-    "group_by_length",
-    "frozen_layers", "frozen_features_cached",
-)  # fmt: skip
 # Licences of the base models this project ships or names by default.
 BASE_LICENCES = {"packaged:all-MiniLM-L6-v2": "apache-2.0"}
 DATA_LICENCES = {
@@ -59,31 +55,45 @@ SERVED_BY_TORCH = (
 )
 
 
-def for_onnx(card: str, precision: str, parity: str) -> str:
-    """The card of an ONNX export: how the export predicts, and how it compares with the
-    model the scores above belong to."""
-    served = (
+def served_by_onnx(precision: str, parity: str) -> str:
+    """How an ONNX export predicts, and how it compares with the model the scores belong to."""
+    return (
         f"This is its ONNX Runtime export ({precision}"
         + (", weights and activations quantised dynamically" if precision == "int8" else "")
         + "), which predicts on CPU without torch; the scores above are the full model's. "
         + parity
     )
-    return card.replace(SERVED_BY_TORCH, served)
 
 
-def render(run: Run, data: LoadedData, results: dict[str, SplitResult]) -> str:
-    """Markdown with a YAML header (the base model's licence, where known)."""
-    params = run.data.params
-    licence = BASE_LICENCES.get(params.get("model_name_or_path", ""), "unknown")
+@dataclass(frozen=True)
+class CardFacts:
+    """What a card states, as the run recorded it: its recipe (`TrainResult.recipe`), the
+    weights it started from, the calibration metrics and the library versions."""
+
+    run_id: str
+    run_name: str
+    data: LoadedData
+    results: dict[str, SplitResult]
+    recipe: dict[str, object] = field(default_factory=dict)
+    model_path: str | None = None
+    calibration: dict[str, float] = field(default_factory=dict)
+    versions: dict[str, str] = field(default_factory=dict)
+
+
+def render(facts: CardFacts, served: str = SERVED_BY_TORCH) -> str:
+    """Markdown with a YAML header (the base model's licence, where known); `served` says how
+    the model it ships with predicts."""
+    recipe, data = facts.recipe, facts.data
+    licence = BASE_LICENCES.get(str(recipe.get("model_name_or_path", "")), "unknown")
     lines = [
         "---",
         f"license: {licence}",
         "pipeline_tag: text-classification",
         "---",
-        f"# {run.info.run_name}",
+        f"# {facts.run_name}",
         "",
-        f"Fine-tuned by finetrack in MLflow run `{run.info.run_id}` from "
-        f"`{params.get('model_name_or_path')}` (weights: `{params.get('model_path')}`).",
+        f"Fine-tuned by finetrack in MLflow run `{facts.run_id}` from "
+        f"`{recipe.get('model_name_or_path')}` (weights: `{facts.model_path}`).",
         "",
         "## Data",
         "",
@@ -92,39 +102,36 @@ def render(run: Run, data: LoadedData, results: dict[str, SplitResult]) -> str:
         *(f"- {line}" for line in data.summary_lines()),
         f"- licence: {data_licence(data)}",
         "",
-        "## Scores (best epoch by validation " + params.get("objective_metric", "f1") + ")",
+        f"## Scores (best epoch by validation {recipe.get('objective_metric', 'f1')})",
         "",
         "| split | " + " | ".join(("accuracy", "f1", "loss")) + " |",
         "|---|---|---|---|",
     ]
-    for split, result in results.items():
+    for split, result in facts.results.items():
         if result.metrics:
             cells = [score_text(result.metrics, name) for name in ("accuracy", "f1", "loss")]
             lines.append(f"| {split} | " + " | ".join(cells) + " |")
-    f1 = (
-        f"F1 of the positive class {params['positive_label']!r}"
-        if params.get("positive_label") not in (None, "None")
-        else "macro F1"
-    )
+    positive = recipe.get("positive_label")
+    f1 = f"F1 of the positive class {positive!r}" if positive is not None else "macro F1"
     lines += ["", f"Brackets: 95% bootstrap interval over the split's rows. f1: {f1}."]
-    for split, result in results.items():
+    for split, result in facts.results.items():
         if result.confusion is not None:
             table = _confusion_table(result, data.label_names)
             lines += ["", f"Confusion matrix, {split}:", "", *table]
-    metrics = run.data.metrics
-    if "temperature" in metrics:
+    calibration = facts.calibration
+    if "temperature" in calibration:
         lines += [
             "",
             f"Its scores are calibrated: logits divided by the temperature "
-            f"{metrics['temperature']:.4f}, fitted on validation (ECE "
-            f"{metrics['validation_ece']:.4f} before, {metrics['validation_ece_calibrated']:.4f} "
-            "after); accuracy, F1 and labels are the same either way, the loss is before.",
+            f"{calibration['temperature']:.4f}, fitted on validation (ECE "
+            f"{calibration['validation_ece']:.4f} before, "
+            f"{calibration['validation_ece_calibrated']:.4f} after); accuracy, F1 and labels "
+            "are the same either way, the loss is before.",
         ]
-    precision = "bf16 autocast" if params.get("bf16_active") == "True" else "fp32"
-    lines += ["", f"Scored by `trainer.predict` in {precision}. {SERVED_BY_TORCH}"]
+    precision = "bf16 autocast" if recipe.get("bf16_active") else "fp32"
+    lines += ["", f"Scored by `trainer.predict` in {precision}. {served}"]
     lines += ["", "## Training recipe", ""]
-    lines += [f"- {name}: {params[name]}" for name in RECIPE if name in params]
+    lines += [f"- {name}: {value}" for name, value in recipe.items()]
     lines += ["", "## Library versions", ""]
-    versions = {k: v for k, v in params.items() if k.endswith("_version") or k == "python"}
-    lines += [f"- {name}: {value}" for name, value in sorted(versions.items())]
+    lines += [f"- {name}: {value}" for name, value in sorted(facts.versions.items())]
     return "\n".join(lines) + "\n"

@@ -2,8 +2,8 @@
 
 `fp32` is the model as trained; `int8` quantises the weights of its matrix products
 dynamically (activations are quantised per batch at run time), a quarter of the size.
-Which labels it still gets right is measured on the validation split by the caller
-and recorded with the export (`log_checked_export`), never assumed.
+Which labels it still gets right is measured on the validation split, against the full
+model's labels there, and recorded with the export (`log_checked_export`), never assumed.
 """
 
 from __future__ import annotations
@@ -15,10 +15,12 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
 from mlflow.tracking import MlflowClient
 
 from tasks import model_card, tracking
 from tasks.evaluation import compute_metrics
+from tasks.packaging import Destination, ModelPackage, log_pyfunc_model, write_card
 from tasks.registry import Holdout, predict_labels
 
 log = logging.getLogger(__name__)
@@ -88,10 +90,10 @@ MIN_LABEL_AGREEMENT = 0.995
 MAX_ACCURACY_DROP = 0.003
 
 
-def parity(full_uri: str, onnx_uri: str, holdout: Holdout) -> dict[str, float]:
-    """Both logged models scored on the holdout through `mlflow.pyfunc` (the full model in
-    fp32): label agreement, the export's accuracy and F1, and its accuracy drop."""
-    full = predict_labels(full_uri, holdout.frame, holdout.label_names)
+def parity(full: np.ndarray, onnx_uri: str, holdout: Holdout) -> dict[str, float]:
+    """The export scored on the holdout through `mlflow.pyfunc` against `full`, the full
+    model's labels on the same rows in fp32 (`predict_labels`): label agreement, the export's
+    accuracy and F1, and its accuracy drop."""
     exported = predict_labels(onnx_uri, holdout.frame, holdout.label_names)
     truth = holdout.frame["label"].to_numpy()
     full_metrics = compute_metrics(full, truth, holdout.scoring)
@@ -137,28 +139,27 @@ class OnnxExport:
 
 def log_checked_export(
     client: MlflowClient,
-    run_id: str,
-    package: tracking.ModelPackage,
+    run: Destination,
+    package: ModelPackage,
     precision: OnnxPrecision,
-    full_uri: str,
+    full: np.ndarray,
     holdout: Holdout,
+    facts: model_card.CardFacts,
 ) -> OnnxExport:
-    """Export, log as `model_onnx` beside the full model, score both, record the parity
-    (metrics `onnx_*`, tags `finetrack.onnx.*` that the predict flow reads)."""
-    card = model_card.for_onnx(package.card, precision, "Its parity: see the run's onnx_* metrics.")
+    """Export, log as `model_onnx` beside the full model, score it against the full model's
+    labels `full` on the holdout, record the parity (metrics `onnx_*`, tags `finetrack.onnx.*`
+    that the predict flow reads) and write its card, which states it."""
     with tempfile.TemporaryDirectory() as folder:
         exported = export_onnx(package.model, package.tokenizer, Path(folder) / "onnx", precision)
-        info = tracking.log_pyfunc_model(
-            client, run_id, "model_onnx", {"onnx": str(exported)}, replace(package, card=card),
+        info = log_pyfunc_model(
+            client, run, "model_onnx", {"onnx": str(exported)}, replace(package, card=""),
             ONNX_REQUIREMENTS,
         )  # fmt: skip
-    result = OnnxExport(precision, info.model_uri, parity(full_uri, info.model_uri, holdout))
-    with tempfile.TemporaryDirectory() as folder:  # the card again, with the parity measured
-        card = model_card.for_onnx(package.card, precision, result.describe())
-        (Path(folder) / "README.md").write_text(card, encoding="utf-8")
-        client.log_model_artifacts(info.model_id, folder)
-    tracking.log_metrics(client, run_id, result.parity)
-    client.set_tag(run_id, "finetrack.onnx.model_uri", result.model_uri)
-    client.set_tag(run_id, "finetrack.onnx.fit_to_serve", str(result.fit_to_serve).lower())
+    result = OnnxExport(precision, info.model_uri, parity(full, info.model_uri, holdout))
+    served = model_card.served_by_onnx(precision, result.describe())
+    write_card(client, info.model_id, model_card.render(facts, served))
+    tracking.log_metrics(client, run.run_id, result.parity)
+    client.set_tag(run.run_id, "finetrack.onnx.model_uri", result.model_uri)
+    client.set_tag(run.run_id, "finetrack.onnx.fit_to_serve", str(result.fit_to_serve).lower())
     log.info("%s", result.describe())
     return result

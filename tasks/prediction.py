@@ -10,7 +10,7 @@ import pandas as pd
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from tasks.data import read_table
+from tasks.data_files import read_table
 from tasks.errors import DataError, NoModelError
 from tasks.registry import CHAMPION
 

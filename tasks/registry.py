@@ -193,17 +193,24 @@ def register(client: MlflowClient, model_uri: str, name: str, run_id: str) -> st
 
 
 def promote_if_better(
-    client: MlflowClient, name: str, version: str, holdout: Holdout, policy: PromotionPolicy
+    client: MlflowClient,
+    name: str,
+    version: str,
+    holdout: Holdout,
+    policy: PromotionPolicy,
+    challenger: np.ndarray | None = None,
 ) -> Decision:
     """Score challenger and champion on the same holdout rows; move the alias only when the
-    policy's test says the challenger is better (the first model always becomes champion)."""
+    policy's test says the challenger is better (the first model always becomes champion).
+    `challenger`: its labels, where the caller scored the logged model on these rows already
+    (as `predict_labels` does)."""
 
     def predicted(model_version: str) -> np.ndarray:
         uri = f"models:/{name}/{model_version}"
         return predict_labels(uri, holdout.frame, holdout.label_names)
 
     truth = holdout.frame["label"].to_numpy()
-    challenger = predicted(version)
+    challenger = predicted(version) if challenger is None else challenger
     score = compute_metrics(challenger, truth, holdout.scoring)[policy.metric]
     current = champion_version(client, name)
     common = (name, version, score, current)

@@ -18,14 +18,13 @@ import time
 import urllib.request
 import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import ClassVar
 
 import mlflow
 import pandas as pd
-from mlflow.entities import LoggedModelOutput, Metric, Param, RunStatus
+from mlflow.entities import Metric, Param, RunStatus
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from transformers import TrainerCallback
@@ -161,9 +160,14 @@ def describe(client: MlflowClient, run_id: str, text: str) -> None:
     client.set_tag(run_id, "mlflow.note.content", text)
 
 
+def param_values(params: dict[str, object]) -> dict[str, str]:
+    """Params as the store keeps them: text, at most 6,000 characters."""
+    return {key: str(value)[:6000] for key, value in params.items()}
+
+
 def log_params(client: MlflowClient, run_id: str, params: dict[str, object]) -> None:
     """Log params in batches (the store takes at most 100 per call)."""
-    items = [Param(key, str(value)[:6000]) for key, value in params.items()]
+    items = [Param(key, value) for key, value in param_values(params).items()]
     for start in range(0, len(items), 100):
         client.log_batch(run_id, params=items[start : start + 100])
 
@@ -276,92 +280,6 @@ def log_files(client: MlflowClient, run_id: str, files: dict[str, object]) -> No
             else:
                 path.write_text(json.dumps(content, indent=2, default=str), encoding="utf-8")
             client.log_artifact(run_id, str(path))
-
-
-SERVING_CODE = Path(__file__).parent / "serving" / "classifier.py"
-
-
-@dataclass(frozen=True)
-class ModelPackage:
-    """What a logged model is made of: the trained model and its tokenizer, an input example
-    (the signature's columns), its card (`README.md`), the training `max_length` and the
-    calibration temperature."""
-
-    model: object
-    tokenizer: object
-    example: dict[str, str]
-    card: str
-    max_length: int
-    temperature: float = 1.0  # the logits are divided by it before the softmax
-
-
-def log_classifier_model(client: MlflowClient, run_id: str, package: ModelPackage):
-    """Log the fine-tuned model as a pyfunc classifier (`tasks/serving/classifier.py`, shipped
-    with the model as its code) with `card` as its `README.md`.
-
-    The pyfunc predicts in length-sorted batches, in bf16 where the hardware computes it
-    natively: several times the rows/s of the transformers flavour's pipeline, which
-    predicts row by row in fp32.
-    """
-    with tempfile.TemporaryDirectory() as folder:
-        weights = Path(folder) / "weights"
-        package.model.float().save_pretrained(weights, safe_serialization=True)
-        package.tokenizer.save_pretrained(weights)
-        return log_pyfunc_model(
-            client, run_id, "model", {"model": str(weights)}, package,
-            requirements=("torch", "transformers", "mlflow"),
-        )  # fmt: skip
-
-
-def log_pyfunc_model(
-    client: MlflowClient,
-    run_id: str,
-    name: str,
-    artifacts: dict[str, str],
-    package: ModelPackage,
-    requirements: tuple[str, ...],
-):
-    """One pyfunc model of `SERVING_CODE` with `artifacts`, tied to the run.
-
-    The LoggedModel is created in the run's own experiment first: left to itself, MLflow's
-    fluent `log_model(run_id=...)` files it under the Default experiment (id 0) whenever no
-    experiment is active, which a per-run-id logger never sets. The signature is given, so
-    MLflow does not run the model to infer it.
-    """
-    from mlflow.models import ModelSignature
-    from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
-
-    run = client.get_run(run_id)
-    logged = mlflow.initialize_logged_model(
-        name=name,
-        source_run_id=run_id,
-        params=run.data.params,
-        experiment_id=run.info.experiment_id,
-    )
-    signature = ModelSignature(
-        inputs=Schema([ColSpec("string", column) for column in package.example]),
-        outputs=Schema([ColSpec("string", "label"), ColSpec("double", "score")]),
-        params=ParamSchema(
-            [ParamSpec("precision", "string", "auto"), ParamSpec("batch_size", "long", 64)]
-        ),
-    )
-    info = mlflow.pyfunc.log_model(
-        name=name,
-        python_model=str(SERVING_CODE),
-        artifacts=artifacts,
-        model_config={"max_length": package.max_length, "temperature": package.temperature},
-        signature=signature,
-        input_example=pd.DataFrame([package.example]),
-        pip_requirements=[f"{package}=={version(package)}" for package in requirements],
-        model_id=logged.model_id,
-    )
-    # pyfunc's log_model takes no run id (it would use the thread's active run): the
-    # model is tied to its run here, as the Models column and `run.outputs` show
-    client.log_outputs(run_id, [LoggedModelOutput(logged.model_id, step=0)])
-    with tempfile.TemporaryDirectory() as folder:
-        (Path(folder) / "README.md").write_text(package.card, encoding="utf-8")
-        client.log_model_artifacts(logged.model_id, folder)
-    return info
 
 
 def log_evaluation(client: MlflowClient, run_id: str, results: dict, label_names: list[str]):

@@ -99,6 +99,7 @@ def training_arguments(
         num_train_epochs=config.num_epochs,
         weight_decay=config.weight_decay,
         warmup_steps=config.warmup_ratio,  # a float below 1 is a share of all steps
+        max_grad_norm=config.max_grad_norm,
         # The fused AdamW step (transformers' default) measured ~20% faster per training
         # step than `adamw_torch` on a 2-core CPU (bench/overhead.py shows the effect).
         optim="adamw_torch_fused",
@@ -176,6 +177,15 @@ class TrainerAware(TrainerCallback):
     trainer: Trainer | None = None
 
 
+# The settings that make a training recipe, as a run's description and its model card state
+# it (with what training decided, `TrainResult.decided`).
+RECIPE = (
+    "model_name_or_path", "learning_rate", "batch_size", "num_epochs", "weight_decay",
+    "warmup_ratio", "seed", "max_length", "objective_metric", "positive_label", "bf16",
+    "group_by_length",
+)  # fmt: skip
+
+
 @dataclass
 class TrainResult:
     """The trained Trainer (best checkpoint loaded) and what training measured."""
@@ -196,6 +206,10 @@ class TrainResult:
             "frozen_layers": self.frozen_layers,
             "frozen_features_cached": self.frozen_features_cached,
         }
+
+    def recipe(self, config: FineTuneConfig) -> dict[str, object]:
+        """The recipe this training ran: the config's RECIPE settings and what it decided."""
+        return {name: getattr(config, name) for name in RECIPE} | self.decided
 
 
 def train(

@@ -13,31 +13,14 @@ import logging
 import optuna
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
-from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
-from tasks import search
+from tasks import search, study_storage
 from tasks.config import SearchConfig
 from tasks.registry import CHAMPION, DEFAULT_MODEL_NAME
+from tasks.search_space import fit_to_space
+from tasks.trial_lifecycle import StudyNote, TrialNote
 
 log = logging.getLogger(__name__)
-QUEUED_ATTR = "finetrack_warm_start"  # study attribute: what was queued, from where
-SOURCE_ATTR = "finetrack_warm_start_source"  # trial attribute: where its params came from
-
-
-def space(config: SearchConfig) -> dict[str, optuna.distributions.BaseDistribution]:
-    """The study's distributions by parameter name (what `search.suggest` draws from)."""
-    lr, epochs = config.learning_rate_range, config.num_epochs_range
-    found = {
-        "learning_rate": FloatDistribution(lr.low, lr.high, log=lr.log),
-        "num_epochs": IntDistribution(epochs.low, epochs.high),
-    }
-    if config.batch_size_choices:
-        found["batch_size"] = CategoricalDistribution(config.batch_size_choices)
-    for name in ("warmup_ratio", "weight_decay"):
-        bounds = getattr(config, f"{name}_range")
-        if bounds is not None:
-            found[name] = FloatDistribution(bounds.low, bounds.high, log=bounds.log)
-    return found
 
 
 def champion_params(client: MlflowClient, name: str) -> dict[str, str] | None:
@@ -53,7 +36,7 @@ def best_trials_params(config: SearchConfig, study_name: str, k: int) -> list[di
     """Params of the K best completed trials of another study in the same storage."""
     try:
         earlier = optuna.load_study(
-            study_name=study_name, storage=search.resolve_storage(config.storage)
+            study_name=study_name, storage=study_storage.resolve_storage(config.storage)
         )
     except KeyError:
         log.warning("warm start: no study %r in the storage", study_name)
@@ -61,30 +44,11 @@ def best_trials_params(config: SearchConfig, study_name: str, k: int) -> list[di
     return [dict(trial.params) for trial in search.top_configurations(earlier, k)]
 
 
-def fit_to_space(config: SearchConfig, params: dict) -> dict | None:
-    """The params typed for this study's space; None when a value lies outside it."""
-    fitted = {}
-    for name, distribution in space(config).items():
-        if name not in params:
-            return None
-        value = params[name]
-        if isinstance(distribution, IntDistribution):
-            value = int(float(value))
-        elif isinstance(distribution, FloatDistribution):
-            value = float(value)
-        elif value not in distribution.choices:
-            value = int(value)
-        if not distribution._contains(distribution.to_internal_repr(value)):
-            return None
-        fitted[name] = value
-    return fitted
-
-
 def enqueue_known_configurations(
     config: SearchConfig, study: optuna.Study, client: MlflowClient
 ) -> list[dict]:
     """Queue the champion's and the earlier study's best configurations (first time only)."""
-    if QUEUED_ATTR in study.user_attrs:
+    if StudyNote.WARM_START in study.user_attrs:
         return []
     candidates: list[tuple[str, dict]] = []
     if config.warm_start_champion:
@@ -107,8 +71,8 @@ def enqueue_known_configurations(
         if fitted is None:
             log.warning("warm start: %s (%s) lies outside the search space", source, params)
         elif fitted not in [q["params"] for q in queued]:
-            study.enqueue_trial(fitted, user_attrs={SOURCE_ATTR: source})
+            study.enqueue_trial(fitted, user_attrs={TrialNote.WARM_START.value: source})
             queued.append({"source": source, "params": fitted})
             log.info("warm start: %s queued first: %s", source, fitted)
-    study.set_user_attr(QUEUED_ATTR, queued)
+    study.set_user_attr(StudyNote.WARM_START.value, queued)
     return queued

@@ -6,12 +6,13 @@ import re
 from pathlib import Path
 
 import pytest
-from conftest import BAD_INPUTS, TINY_TSV, bad_data_dir, free_port, write_split_files
 from mlflow.tracking import MlflowClient
 
 from flows import fine_tune, search, search_worker
 from tasks.config import SearchConfig
 from tasks.search import open_study
+from tests.support.cluster import free_port
+from tests.support.data import BAD_INPUTS, TINY_TSV, bad_data_dir, write_split_files
 
 pytestmark = pytest.mark.usefixtures("prefect_backend")  # every test runs flows
 

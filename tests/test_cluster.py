@@ -17,15 +17,16 @@ from pathlib import Path
 
 import optuna
 import pytest
-from conftest import mlflow_server
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
-from bench.cluster import Worker, run_deployment, workers
-from tasks import search
+from tasks import trial_lifecycle as lifecycle
+from tasks.trial_lifecycle import StudyNote, TrialNote
+from tests.support.cluster import Worker, run_deployment, workers
+from tests.support.services import mlflow_server
 
 pytestmark = pytest.mark.slow
 
@@ -86,11 +87,11 @@ def lose_a_machine_mid_trial(search_run, workers, storage: str, tmp_path) -> str
             continue
         for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             folder = tmp_path / "shared-checkpoints" / f"cluster-trial-{trial.number}"
-            epochs = search.epoch_values(trial, search.reports_per_epoch(study))
+            epochs = lifecycle.epoch_values(trial, lifecycle.reports_per_epoch(study))
             if 1 in epochs and any(folder.glob("checkpoint-*/trainer_state.json")):
                 victim = trial
                 break
-    flow_run_id = victim.user_attrs[search.FLOW_RUN]
+    flow_run_id = victim.user_attrs[TrialNote.FLOW_RUN]
     processes = flow_run_processes(flow_run_id)
     assert processes, "the trial's flow run process was not found"
     machine = machine_of(processes, workers)
@@ -153,11 +154,11 @@ def test_search_fans_out_and_survives_a_lost_worker(cluster, mrpc_dir, tmp_path)
     study = optuna.load_study(study_name="cluster", storage=storage)
     finished = study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))
     assert len(finished) == N_TRIALS
-    (lost,) = [t for t in study.trials if t.user_attrs.get(search.FLOW_RUN) == flow_run_id
+    (lost,) = [t for t in study.trials if t.user_attrs.get(TrialNote.FLOW_RUN) == flow_run_id
                and t.state == TrialState.FAIL]  # fmt: skip
-    (retry,) = [t for t in study.trials if t.user_attrs.get(search.RETRY_OF) == lost.number]
+    (retry,) = [t for t in study.trials if t.user_attrs.get(TrialNote.RETRY_OF) == lost.number]
     assert retry.state == TrialState.COMPLETE
-    assert retry.user_attrs[search.RESUMED_FROM] == 1
+    assert retry.user_attrs[TrialNote.RESUMED_FROM] == 1
     assert retry.params == lost.params
     print(f"trial {lost.number} lost after its epoch-1 checkpoint; trial {retry.number} resumed it")
 
@@ -183,7 +184,7 @@ def test_search_fans_out_and_survives_a_lost_worker(cluster, mrpc_dir, tmp_path)
     assert len(trial_runs) == N_TRIALS
     (resumed,) = [r for r in trial_runs if r.info.run_id == lost.user_attrs["mlflow_run_id"]]
     assert [m.step for m in client.get_metric_history(resumed.info.run_id, "eval_f1")] == [1, 2]
-    parent = study.user_attrs[search.STUDY_RUN_ATTR]
+    parent = study.user_attrs[StudyNote.STUDY_RUN]
     assert {r.data.tags.get("mlflow.parentRunId") for r in trial_runs} == {parent}
     assert len([r for r in all_runs if r.info.run_name.startswith("confirm-")]) == 1
     versions = client.search_model_versions("name='cluster-model'")

@@ -4,10 +4,10 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import BAD_INPUTS, TINY_TSV, bad_data_dir, write_split_files
 
 from tasks.config import FineTuneConfig
 from tasks.data import DataError, load_data
+from tests.support.data import BAD_INPUTS, TINY_TSV, bad_data_dir, write_split_files
 
 
 def load(folder: Path, **settings):

@@ -6,12 +6,12 @@ from pathlib import Path
 import mlflow
 import pandas as pd
 import pytest
-from conftest import small_train_config
 from mlflow.tracking import MlflowClient
 
 from flows.fine_tune import fine_tune
 from tasks.config import FineTuneConfig
 from tasks.data import DataError
+from tests.support.data import small_train_config
 
 pytestmark = pytest.mark.usefixtures("prefect_backend")  # every test runs flows
 

@@ -47,9 +47,14 @@ def test_sigterm_during_a_search_leaves_the_study_consistent(mrpc_dir, tmp_path)
     """The trial in progress ends FAIL in Optuna, its run and the study run end KILLED, and a
     rerun finishes the study, running the stopped trial again in its MLflow run."""
     from optuna.trial import TrialState
-    from test_search_flow import running_trial_with_a_run, search_command, trial_runs, trials_in
 
-    from tasks.search import RETRY_OF
+    from tasks.trial_lifecycle import TrialNote
+    from tests.support.search import (
+        running_trial_with_a_run,
+        search_command,
+        trial_runs,
+        trials_in,
+    )
 
     storage = f"sqlite:///{tmp_path}/optuna.db"
     command = search_command(mrpc_dir, tmp_path, "--n-trials", "2", "--finalize", "false")
@@ -88,7 +93,7 @@ def test_sigterm_during_a_search_leaves_the_study_consistent(mrpc_dir, tmp_path)
     finished = trials_in(storage, (TrialState.COMPLETE, TrialState.PRUNED))
     assert len(finished) == 2, rerun.stderr[-5000:]
     # the stopped trial was queued again and finished in its own MLflow run
-    (retry,) = [t for t in trials_in(storage, None) if RETRY_OF in t.user_attrs]
-    assert retry.user_attrs[RETRY_OF] == interrupted.number
+    (retry,) = [t for t in trials_in(storage, None) if TrialNote.RETRY_OF in t.user_attrs]
+    assert retry.user_attrs[TrialNote.RETRY_OF] == interrupted.number
     assert retry.params == interrupted.params
     assert client.get_run(trial_run.info.run_id).info.status == "FINISHED"

@@ -9,7 +9,6 @@ import numpy as np
 import pandas as pd
 from datasets import Dataset
 from matplotlib.image import imread
-from mlflow.entities import Run, RunData, RunInfo
 
 from tasks import model_card
 from tasks.data import LoadedData
@@ -93,11 +92,10 @@ def test_model_card_of_many_classes_tabulates_the_most_confused():
     matrix[[10, 500], [500, 10]] = 3
     labels = pd.Series(np.repeat(np.arange(CLASSES), 2))
     data = LoadedData({"train": pd.DataFrame({"text": "t", "label": labels})}, NAMES, "d", False)
-    info = RunInfo("r", "0", "u", "FINISHED", 0, 0, "active", run_name="many-classes")
-    run = Run(info, RunData())  # a run that recorded nothing else
     result = SimpleNamespace(metrics={}, confusion=matrix)  # unscored, counted
+    facts = model_card.CardFacts("r", "many-classes", data, {"validation": result})  # no more
 
-    card = model_card.render(run, data, {"validation": result})
+    card = model_card.render(facts)
 
     assert "- train: 2,000 rows, 1,000 classes, 2 rows each" in card
     assert f"The {PLOTTED_CLASSES} most confused of 1,000 classes:" in card

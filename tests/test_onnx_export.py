@@ -8,10 +8,8 @@ from pathlib import Path
 import mlflow
 import pandas as pd
 import pytest
-from conftest import small_train_config
 from mlflow.tracking import MlflowClient
 from oracles import pyfunc_predictions, raw_split
-from prefect.testing.utilities import prefect_test_harness
 from sklearn.metrics import accuracy_score, f1_score
 
 from flows.fine_tune import fine_tune
@@ -20,6 +18,7 @@ from tasks import tracking
 from tasks.config import FineTuneConfig, PredictConfig
 from tasks.model_card import SERVED_BY_TORCH
 from tasks.prediction import NoModelError, onnx_export_uri
+from tests.support.data import small_train_config
 
 pytestmark = pytest.mark.slow
 ROWS = 40  # the small config's validation rows
@@ -36,24 +35,23 @@ def fit_by_the_bar(metrics: dict[str, float]) -> bool:
 
 
 @pytest.fixture(scope="module")
-def exported(mrpc_dir, tmp_path_factory):
+def exported(mrpc_dir, tmp_path_factory, prefect_backend):
     """One fine-tune per export precision, each registered as a version of `onnx`."""
     tmp_path = tmp_path_factory.mktemp("onnx")
     runs = {}
-    with prefect_test_harness(server_startup_timeout=120):
-        for precision in ("fp32", "int8"):
-            config = small_train_config(
-                mrpc_dir,
-                tmp_path,
-                max_train_samples=128,
-                batch_size=8,  # 16 steps an epoch: a model that predicts both classes
-                num_epochs=2,
-                learning_rate=2e-4,
-                onnx_export=precision,
-                registered_model_name="onnx",
-            )
-            runs[precision] = fine_tune(config)
-        yield tmp_path, runs
+    for precision in ("fp32", "int8"):
+        config = small_train_config(
+            mrpc_dir,
+            tmp_path,
+            max_train_samples=128,
+            batch_size=8,  # 16 steps an epoch: a model that predicts both classes
+            num_epochs=2,
+            learning_rate=2e-4,
+            onnx_export=precision,
+            registered_model_name="onnx",
+        )
+        runs[precision] = fine_tune(config)
+    return tmp_path, runs
 
 
 def card(client: MlflowClient, model_uri: str, folder) -> str:
@@ -115,7 +113,7 @@ def test_fp32_export_gives_the_full_models_fp32_scores(exported, mrpc_dir):
 
 
 @pytest.mark.parametrize("precision", ["fp32", "int8"])
-def test_predict_with_onnx_runtime_only_when_fit(exported, mrpc_dir, precision):
+def test_predict_with_onnx_runtime_only_when_fit(exported, mrpc_dir, precision, prefect_backend):
     tmp_path, runs = exported
     tracking_uri = f"sqlite:///{tmp_path}/mlflow.db"
     mlflow.set_tracking_uri(tracking_uri)
@@ -135,12 +133,11 @@ def test_predict_with_onnx_runtime_only_when_fit(exported, mrpc_dir, precision):
     fit = fit_by_the_bar(MlflowClient(tracking_uri).get_run(result.run_id).data.metrics)
     if precision == "fp32":
         assert fit  # the fp32 graph computes what torch computes: the served path is tested
-    with prefect_test_harness(server_startup_timeout=120):
-        if not fit:
-            with pytest.raises(NoModelError, match="failed the parity check"):
-                predict(config)
-            return
-        outcome = predict(config)
+    if not fit:
+        with pytest.raises(NoModelError, match="failed the parity check"):
+            predict(config)
+        return
+    outcome = predict(config)
     assert outcome["model_uri"] == result.onnx.model_uri
     written = pd.read_csv(outcome["output_path"])
     # same batches as the flow's: int8 activations are quantised per batch, so a row's score

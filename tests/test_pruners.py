@@ -6,7 +6,7 @@ import optuna
 import pytest
 
 from tasks.config import SearchConfig
-from tasks.search import make_pruner
+from tasks.pruning import make_pruner
 
 
 def study_with(pruner: str, curves: list[list[float]]) -> optuna.Study:

@@ -115,24 +115,19 @@ def test_margin_blocks_small_gains(client):
     assert registry.champion_version(client, "m") == base
 
 
-def test_concurrent_promotions_leave_the_best_champion(client):
-    from prefect.testing.utilities import prefect_test_harness
-
+def test_concurrent_promotions_leave_the_best_champion(client, prefect_backend):
     from flows.promotion import promote
 
     versions = [register_constant(client, label) for label in ("1", "0", "0", "1")]
     decisions = []
-    with prefect_test_harness(server_startup_timeout=120):
-        threads = [
-            threading.Thread(
-                target=lambda v=v: decisions.append(promote(client, "m", v, HOLDOUT, F1))
-            )
-            for v in versions
-        ]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
+    threads = [
+        threading.Thread(target=lambda v=v: decisions.append(promote(client, "m", v, HOLDOUT, F1)))
+        for v in versions
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
     assert len(decisions) == 4
     champion = registry.champion_version(client, "m")
     assert champion in {versions[0], versions[3]}  # an "always 1" model, never a worse one

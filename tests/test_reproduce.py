@@ -14,7 +14,6 @@ import optuna
 import pandas as pd
 import pytest
 import torch
-from conftest import ROOT, small_train_config
 from mlflow.tracking import MlflowClient
 from oracles import artifact, native_bf16
 
@@ -22,7 +21,7 @@ import tasks.train
 from flows.cli import main
 from flows.fine_tune import fine_tune
 from flows.search import search_flow
-from tasks import provenance
+from tasks import provenance, reproduction_verdict
 from tasks import reproduce as reproduction
 from tasks.config import FineTuneConfig, IntRange, SearchConfig
 from tasks.data import load_data
@@ -30,6 +29,7 @@ from tasks.errors import RefusedError
 from tasks.model import resolve_model
 from tasks.study_record import TRIAL_TAG
 from tasks.tracking import connect, library_versions
+from tests.support.data import ROOT, small_train_config
 
 ROWS = {"train": 32, "held_out": 20}
 
@@ -100,7 +100,7 @@ def predictions(recorded: Recorded, run_id: str, split: str) -> pd.DataFrame:
 
 
 def report(recorded: Recorded, run_id: str) -> dict:
-    path = artifact(recorded.client, run_id, reproduction.REPORT, recorded.folder / run_id)
+    path = artifact(recorded.client, run_id, reproduction_verdict.REPORT, recorded.folder / run_id)
     return json.loads(path.read_text())
 
 
@@ -135,9 +135,9 @@ def test_a_rerun_on_the_same_machine_is_identical(recorded, printed):
                 if k.startswith(("validation_", "test_"))}  # fmt: skip
     assert held_out and all(new.data.metrics[k] == v for k, v in held_out.items())
 
-    assert new.data.tags[reproduction.VERDICT_TAG] == "identical"
-    assert new.data.tags[reproduction.LABELS_CHANGED_TAG] == "0"
-    assert new.data.tags[reproduction.TOLERANCE_TAG] == "0.0001"  # had it differed: fp32's
+    assert new.data.tags[reproduction_verdict.VERDICT_TAG] == "identical"
+    assert new.data.tags[reproduction_verdict.LABELS_CHANGED_TAG] == "0"
+    assert new.data.tags[reproduction_verdict.TOLERANCE_TAG] == "0.0001"  # had it differed: fp32's
     assert recorded.run_id in new.data.tags["mlflow.note.content"]  # linked in its description
     verdict = report(recorded, new.info.run_id)
     assert verdict["outcome"] == "identical" and verdict["warnings"] == []
@@ -157,8 +157,8 @@ def test_a_bf16_rerun_on_the_same_machine_is_identical_too(recorded, tmp_path):
         original, again = (predictions(recorded, r, split) for r in (run_id, new.info.run_id))
         pd.testing.assert_frame_equal(original, again, check_exact=True)
     assert new.data.params["bf16_active"] == "True"
-    assert new.data.tags[reproduction.VERDICT_TAG] == "identical"
-    assert new.data.tags[reproduction.TOLERANCE_TAG] == "0.03"  # had it differed: bf16's
+    assert new.data.tags[reproduction_verdict.VERDICT_TAG] == "identical"
+    assert new.data.tags[reproduction_verdict.TOLERANCE_TAG] == "0.03"  # had it differed: bf16's
 
 
 @pytest.mark.slow
@@ -204,7 +204,7 @@ def test_a_changed_training_differs_and_says_where(recorded, tmp_path, monkeypat
         changed[split] = int((original["predicted"] != again["predicted"]).sum())
     assert {p["split"]: p["labels_changed"] for p in verdict["predictions"]} == changed
     assert sum(changed.values()) > 0
-    assert new.data.tags[reproduction.LABELS_CHANGED_TAG] == str(sum(changed.values()))
+    assert new.data.tags[reproduction_verdict.LABELS_CHANGED_TAG] == str(sum(changed.values()))
     text = printed.getvalue()
     assert "differs" in text and "eval_loss, epoch 1" in text
     for split, count in changed.items():
@@ -333,15 +333,15 @@ def test_settings_come_back_from_params():
 def test_predictions_hold_within_the_tolerance_only():
     original = pd.DataFrame({"predicted": ["0", "1"], "prob_0": [0.6, 0.3], "prob_1": [0.4, 0.7]})
     nudged = original.assign(prob_0=[0.59, 0.31], prob_1=[0.41, 0.69])
-    compared = reproduction.compare_predictions("validation", original, nudged)
+    compared = reproduction_verdict.compare_predictions("validation", original, nudged)
     assert compared.labels_changed == 0
     assert compared.largest_probability_difference == pytest.approx(0.01)
     assert compared.holds(0.03) and not compared.holds(1e-4)
-    flipped = reproduction.compare_predictions(
+    flipped = reproduction_verdict.compare_predictions(
         "validation", original, nudged.assign(predicted=["1", "1"])
     )
     assert flipped.labels_changed == 1 and not flipped.holds(0.03)
-    fewer = reproduction.compare_predictions("validation", original, nudged.head(1))
+    fewer = reproduction_verdict.compare_predictions("validation", original, nudged.head(1))
     assert fewer.largest_probability_difference is None and not fewer.holds(1.0)
 
 

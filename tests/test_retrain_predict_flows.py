@@ -6,7 +6,6 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import small_train_config
 from mlflow.tracking import MlflowClient
 from oracles import prefect_artifact, pyfunc_predictions, raw_split, scores
 from scipy.stats import binomtest
@@ -17,6 +16,7 @@ from tasks.config import PredictConfig, RetrainConfig
 from tasks.data import DataError
 from tasks.prediction import NoModelError
 from tasks.registry import champion_version
+from tests.support.data import small_train_config
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_backend")]
 
@@ -51,9 +51,12 @@ def test_retrain_twice_then_predict(mrpc_dir, tmp_path):
 
     # the recorded promotion scores are a rescoring of both versions by the logged models
     raw = raw_split(mrpc_dir, "validation", 20)
+    served = {  # each version loaded and scored once, for the scores and the evidence below
+        version: pyfunc_predictions(f"models:/rt/{version}", raw, {"precision": "fp32"})
+        for version in ("1", "2")
+    }
     for key, version in (("challenger", "2"), ("champion", "1")):
-        served = pyfunc_predictions(f"models:/rt/{version}", raw, {"precision": "fp32"})
-        expected = scores(raw["label"], served["label"])["f1"]  # the train config's objective
+        expected = scores(raw["label"], served[version]["label"])["f1"]  # the config's objective
         recorded = client.get_run(second["run_id"]).data.metrics[f"promotion_{key}_score"]
         assert recorded == pytest.approx(expected, abs=1e-12), key
 
@@ -66,13 +69,7 @@ def test_retrain_twice_then_predict(mrpc_dir, tmp_path):
     assert float(champion) == pytest.approx(metrics["promotion_champion_score"], abs=5e-5)
     # the decision's evidence, recounted from the two logged models' labels with scipy
     truth = raw["label"].to_numpy()
-    right = {
-        version: pyfunc_predictions(f"models:/rt/{version}", raw, {"precision": "fp32"})[
-            "label"
-        ].to_numpy()
-        == truth
-        for version in ("1", "2")
-    }
+    right = {version: served[version]["label"].to_numpy() == truth for version in ("1", "2")}
     only_new, only_old = (
         int((right["2"] & ~right["1"]).sum()),
         int((right["1"] & ~right["2"]).sum()),

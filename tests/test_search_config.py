@@ -153,3 +153,35 @@ def test_confirmation_keeps_a_leader_told_apart_and_breaks_ties_on_frozen_layers
     assert behind["vs_leader"]["high"] == pytest.approx(-0.05)  # no spread: a zero-width interval
     same = confirmed_row(3, [0.85, 0.86, 0.84], epochs=4, frozen=2)
     assert pick_winner([leader, same]) is same  # tied, as many epochs, fewer trainable weights
+
+
+def test_a_searchable_setting_declared_once_is_searched_owned_logged_and_trained_with(tmp_path):
+    """max_grad_norm is searched by one declaration (SearchConfig.max_grad_norm_range): the
+    trial draws it, the study logs it in its space, the search owns it, its bounds are the
+    setting's, the warm start fits it, and it reaches the run's params and TrainingArguments."""
+    import optuna
+    from optuna.distributions import FloatDistribution
+
+    from tasks import search_space
+    from tasks.train import training_arguments
+
+    config = parse("--max-grad-norm-range", "0.5,2")
+    assert config.space()["max_grad_norm_range"] == {"low": 0.5, "high": 2.0, "log": False}
+    assert "max_grad_norm_range" not in SearchConfig().space()  # unset: not searched
+    study = optuna.create_study(direction="maximize")
+    trial = study.ask()
+    params = search_space.suggest(trial, config)
+    assert list(params) == ["learning_rate", "num_epochs", "max_grad_norm"]
+    assert trial.distributions["max_grad_norm"] == FloatDistribution(0.5, 2.0)
+    trained = search_space.trial_config(config.train, params, tmp_path)
+    assert trained.params()["max_grad_norm"] == str(params["max_grad_norm"])  # MLflow params
+    assert training_arguments(trained, tmp_path).max_grad_norm == params["max_grad_norm"]
+    assert training_arguments(SearchConfig().train, tmp_path).max_grad_norm == 1.0  # as before
+    with pytest.raises(ConfigError, match="set by the search \\(its max_grad_norm_range\\)"):
+        parse("--max-grad-norm-range", "0.5,2", "--max-grad-norm", "1")
+    with pytest.raises(ConfigError, match="max_grad_norm_range must not be negative"):
+        parse("--max-grad-norm-range=-1,2")
+    known = {"learning_rate": "3e-05", "num_epochs": "2", "max_grad_norm": "1.5"}
+    fitted = search_space.fit_to_space(config, known)
+    assert fitted == {"learning_rate": 3e-5, "num_epochs": 2, "max_grad_norm": 1.5}
+    assert search_space.fit_to_space(config, {**known, "max_grad_norm": "3"}) is None

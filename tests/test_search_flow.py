@@ -5,7 +5,6 @@ import os
 import signal
 import statistics
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -13,16 +12,25 @@ import numpy as np
 import optuna
 import pytest
 import scipy.stats
-from conftest import browser_page, mlflow_server, small_train_config
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 from oracles import check_study_record, prefect_artifact
 
 from flows.search import search_flow
-from tasks import search
+from tasks import pruning
+from tasks import trial_lifecycle as lifecycle
 from tasks.config import IntRange, SearchConfig
 from tasks.registry import champion_version
 from tasks.study_record import STATE_TAG, STUDY_TAG, TRIAL_TAG
+from tasks.trial_lifecycle import TrialNote
+from tests.support.data import small_train_config
+from tests.support.search import (
+    search_command,
+    trial_runs,
+    trials_in,
+    wait_for,
+)
+from tests.support.services import browser_page, mlflow_server
 
 pytestmark = pytest.mark.slow
 
@@ -105,8 +113,8 @@ def test_trial_values_are_the_best_epoch_in_their_runs(tiny_study):
         run_id = runs[trial.number].info.run_id
         history = client.get_metric_history(run_id, "eval_accuracy")  # the objective
         assert trial.value == max(m.value for m in history)
-        per_epoch = search.reports_per_epoch(study)
-        assert search.epoch_values(trial, per_epoch) == {m.step: m.value for m in history}
+        per_epoch = lifecycle.reports_per_epoch(study)
+        assert lifecycle.epoch_values(trial, per_epoch) == {m.step: m.value for m in history}
 
 
 def test_search_trials_artifact_matches_optuna_and_mlflow(tiny_study):
@@ -234,7 +242,7 @@ def test_pruned_trial_stops_at_its_first_report(
     # F1 never exceeds 1, so this pruner prunes at the first report: half-way through epoch
     # 1 with two reports per epoch (the default), at its end with one
     monkeypatch.setattr(
-        search, "make_pruner", lambda config: optuna.pruners.ThresholdPruner(upper=-1.0)
+        pruning, "make_pruner", lambda config: optuna.pruners.ThresholdPruner(upper=-1.0)
     )
     config = tiny_search(
         mrpc_dir, tmp_path, n_trials=1, num_epochs_range=IntRange(low=3, high=3),
@@ -259,7 +267,7 @@ def test_pruned_trial_stops_at_its_first_report(
 def test_a_trial_is_not_pruned_at_its_last_report(mrpc_dir, tmp_path, prefect_backend, monkeypatch):
     # this pruner would prune at every report; the last one has no training left to save
     monkeypatch.setattr(
-        search, "make_pruner", lambda config: optuna.pruners.ThresholdPruner(upper=-1.0)
+        pruning, "make_pruner", lambda config: optuna.pruners.ThresholdPruner(upper=-1.0)
     )
     config = tiny_search(
         mrpc_dir, tmp_path, n_trials=1, num_epochs_range=IntRange(low=1, high=1),
@@ -283,7 +291,7 @@ def test_reports_within_epochs_leave_the_epoch_record_alone(
             return optuna.pruners.ThresholdPruner(lower=-1.0)
         return optuna.pruners.NopPruner()
 
-    monkeypatch.setattr(search, "make_pruner", pruner)
+    monkeypatch.setattr(pruning, "make_pruner", pruner)
     config = tiny_search(
         mrpc_dir, tmp_path, n_trials=1, num_epochs_range=IntRange(low=2, high=2), confirm_top_k=0
     )
@@ -308,58 +316,7 @@ def test_reports_within_epochs_leave_the_epoch_record_alone(
     # the same configuration without reports within epochs trains the same model
     (alone,) = optuna.load_study(study_name="plain", storage=config.storage).trials
     assert alone.params == trial.params and sorted(alone.intermediate_values) == [2, 4]
-    assert search.epoch_values(alone, 2) == search.epoch_values(trial, 2)
-
-
-def search_command(mrpc_dir: Path, tmp_path: Path, *extra: str) -> list[str]:
-    return [
-        sys.executable, "-m", "flows.search",
-        "--data-dir", str(mrpc_dir),
-        "--max-train-samples", "48", "--max-eval-samples", "20", "--eval-batch-size", "16",
-        "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db",
-        "--storage", f"sqlite:///{tmp_path}/optuna.db",
-        "--output-dir", str(tmp_path / "outputs"), "--cache-dir", str(tmp_path / "cache"),
-        "--experiment-name", "search-test", "--study-name", "shared",
-        "--num-epochs-range", "1,2", "--pruner", "none",
-        "--heartbeat-interval", "1", "--grace-period", "3",
-        *extra,
-    ]  # fmt: skip
-
-
-def wait_for(condition, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.5)
-    pytest.fail(f"timed out waiting for {what}")
-
-
-def trials_in(storage: str, states) -> list:
-    try:
-        study = optuna.load_study(study_name="shared", storage=storage)
-    except KeyError:
-        return []
-    return study.get_trials(deepcopy=False, states=states)
-
-
-def trial_runs(tmp_path, number: int) -> list:
-    """The MLflow runs tagged with trial `number` (none before the worker creates one)."""
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
-    if not (tmp_path / "mlflow.db").exists():
-        return []
-    client = MlflowClient(uri)
-    experiment = client.get_experiment_by_name("search-test")
-    if experiment is None:
-        return []
-    return client.search_runs(
-        [experiment.experiment_id], filter_string=f"tags.`finetrack.trial_number` = '{number}'"
-    )
-
-
-def running_trial_with_a_run(storage: str, tmp_path) -> bool:
-    running = trials_in(storage, (TrialState.RUNNING,))
-    return bool(running) and bool(trial_runs(tmp_path, running[0].number))
+    assert lifecycle.epoch_values(alone, 2) == lifecycle.epoch_values(trial, 2)
 
 
 def epoch_checkpoint_of_running_trial(storage: str, tmp_path) -> bool:
@@ -414,10 +371,10 @@ def test_killed_trial_resumes_from_its_epoch_checkpoint(mrpc_dir, tmp_path):
     after = {t.number: t for t in study.trials}
     assert all(after[n].datetime_start == start for n, start in before.items())
     assert after[killed.number].state == TrialState.FAIL
-    (retry,) = [t for t in study.trials if t.user_attrs.get(search.RETRY_OF) == killed.number]
+    (retry,) = [t for t in study.trials if t.user_attrs.get(TrialNote.RETRY_OF) == killed.number]
     assert retry.state == TrialState.COMPLETE and retry.params == killed.params
-    assert retry.user_attrs[search.RESUMED_FROM] == 1
-    per_epoch = search.reports_per_epoch(study)
+    assert retry.user_attrs[TrialNote.RESUMED_FROM] == 1
+    per_epoch = lifecycle.reports_per_epoch(study)
     first_epoch = {s: v for s, v in killed.intermediate_values.items() if s <= per_epoch}
     assert first_epoch and all(  # not trained again: reported as the lost attempt had
         retry.intermediate_values[step] == value for step, value in first_epoch.items()
@@ -434,7 +391,7 @@ def test_killed_trial_resumes_from_its_epoch_checkpoint(mrpc_dir, tmp_path):
     assert resumed_run.data.metrics["resumed_from_epoch"] == saved_epoch
     history = client.get_metric_history(resumed_run.info.run_id, "eval_f1")
     assert [m.step for m in history] == [1, 2]
-    epoch_two = search.epoch_values(retry, per_epoch)[2]
+    epoch_two = lifecycle.epoch_values(retry, per_epoch)[2]
     assert history[1].value == pytest.approx(epoch_two, abs=1e-9)
     assert not list((tmp_path / "outputs").glob("shared-trial-*"))  # checkpoints removed
     # the study run's record counts the failed attempt, its retry and the finished trials

@@ -11,10 +11,11 @@ from pathlib import Path
 
 import optuna
 import pytest
-from conftest import free_port, wait_until_healthy
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
-from test_search_flow import search_command
+
+from tests.support.cluster import free_port, wait_until_healthy
+from tests.support.search import search_command
 
 pytestmark = pytest.mark.slow
 FINETRACK = str(Path(sys.executable).parent / "finetrack")
@@ -41,6 +42,8 @@ class TrackingServer:
         wait_until_healthy(f"{self.url}/health", self.process, log, "MLflow server")
 
     def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return  # not running
         os.killpg(self.process.pid, signal.SIGTERM)
         self.process.wait(timeout=60)
 
@@ -50,38 +53,40 @@ def test_training_survives_a_tracking_server_restart(mrpc_dir, tmp_path):
     retries with backoff); the run ends FINISHED with every epoch and the model."""
     server = TrackingServer(tmp_path)
     server.start()
-    job = subprocess.Popen(
-        [FINETRACK, "fine-tune", "--data-dir", str(mrpc_dir), "--max-train-samples", "320",
-         "--max-eval-samples", "20", "--eval-batch-size", "16", "--num-epochs", "3",
-         "--tracking-uri", server.url, "--experiment-name", "restart",
-         "--output-dir", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "cache")],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
-    )  # fmt: skip
-    client = MlflowClient(server.url)
     try:
-        deadline = time.monotonic() + 300
-        history = []
-        while not history:
-            assert time.monotonic() < deadline and job.poll() is None, "no epoch was logged"
-            time.sleep(0.5)
-            experiment = client.get_experiment_by_name("restart")
-            runs = client.search_runs([experiment.experiment_id]) if experiment else []
-            history = runs and client.get_metric_history(runs[0].info.run_id, "eval_f1")
-        server.stop()  # during epoch 2
-        time.sleep(10)
-        server.start()
-        output, _ = job.communicate(timeout=600)
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(job.pid, signal.SIGKILL)
+        # 160 rows: 5 steps an epoch, epochs 2 and 3 logged while the server is down or
+        # coming back (320 rows only made the test longer)
+        job = subprocess.Popen(
+            [FINETRACK, "fine-tune", "--data-dir", str(mrpc_dir), "--max-train-samples", "160",
+             "--max-eval-samples", "20", "--eval-batch-size", "16", "--num-epochs", "3",
+             "--tracking-uri", server.url, "--experiment-name", "restart",
+             "--output-dir", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "cache")],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+        )  # fmt: skip
+        client = MlflowClient(server.url)
+        try:
+            deadline = time.monotonic() + 300
+            history = []
+            while not history:
+                assert time.monotonic() < deadline and job.poll() is None, "no epoch was logged"
+                time.sleep(0.5)
+                experiment = client.get_experiment_by_name("restart")
+                runs = client.search_runs([experiment.experiment_id]) if experiment else []
+                history = runs and client.get_metric_history(runs[0].info.run_id, "eval_f1")
+            server.stop()  # during epoch 2
+            time.sleep(10)
+            server.start()
+            output, _ = job.communicate(timeout=600)
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(job.pid, signal.SIGKILL)
+        assert job.returncode == 0, output[-3000:]
+        run = client.get_run(runs[0].info.run_id)
+        assert run.info.status == "FINISHED"
+        assert [m.step for m in client.get_metric_history(run.info.run_id, "eval_f1")] == [1, 2, 3]
+        assert run.outputs.model_outputs  # the model was logged after the restart
+    finally:  # one stop, whatever happened (no second restart just to stop it again)
         server.stop()
-        server.start()
-    assert job.returncode == 0, output[-3000:]
-    run = client.get_run(runs[0].info.run_id)
-    assert run.info.status == "FINISHED"
-    assert [m.step for m in client.get_metric_history(run.info.run_id, "eval_f1")] == [1, 2, 3]
-    assert run.outputs.model_outputs  # the model was logged after the restart
-    server.stop()
 
 
 def test_study_survives_a_database_restart(mrpc_dir, tmp_path, postgres_server, postgres_url):

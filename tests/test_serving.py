@@ -12,7 +12,7 @@ import torch
 from oracles import raw_split
 from transformers import AutoTokenizer, set_seed
 
-from tasks import tracking
+from tasks import packaging, tracking
 from tasks.config import PACKAGED_MODEL
 from tasks.model import load_model, resolve_model
 
@@ -28,8 +28,9 @@ def logged(tmp_path_factory):
     client = tracking.connect(uri)
     with tracking.tracked_run(client, "serving") as run_id:
         example = {"text": "a", "text_pair": "b"}
-        package = tracking.ModelPackage(model, tokenizer, example, "# c", 128)
-        info = tracking.log_classifier_model(client, run_id, package)
+        package = packaging.ModelPackage(model, tokenizer, example, "# c", 128)
+        run = packaging.Destination(run_id, tracking.experiment_id(client, "serving"))
+        info = packaging.log_classifier_model(client, run, package)
     return uri, info.model_uri, model, tokenizer
 
 

@@ -135,7 +135,7 @@ class DieAt(TrainerCallback):
 def test_a_worker_lost_around_a_checkpoint_leaves_each_epoch_logged_once(
     client, mrpc_dir, tmp_path, event, checkpointed
 ):
-    from tasks.search import last_complete_checkpoint
+    from tasks.trial_lifecycle import last_complete_checkpoint
 
     trainee = Trainee(mrpc_dir, tmp_path, num_epochs=3)
     with pytest.raises(Lost), tracked_run(client, "epochs") as run_id:

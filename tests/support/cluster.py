@@ -1,6 +1,7 @@
 """A Prefect cluster on one machine: a server on 127.0.0.1, the project's deployments, and
 process workers each started from its own copy of the project (as on separate machines).
-The cluster test and `bench.parallel_search` run on it."""
+The cluster tests and `bench.parallel_search` run on it (bench/ imports it from here;
+tests/ never import bench/)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 
 
@@ -70,14 +71,14 @@ class Worker:
         self.process.wait()
 
     def stop(self) -> None:
-        """SIGINT, a second one if it is still there (a worker busy with a flow run exits on
-        the second), then SIGKILL."""
+        """SIGINT, a second one if it is still there after 10 s (a worker busy with a flow run
+        exits on the second), then SIGKILL 30 s later."""
         if not self.process or self.process.poll() is not None:
             return
-        for _ in range(2):
+        for patience in (10, 30):
             os.killpg(self.process.pid, signal.SIGINT)
             try:
-                self.process.wait(timeout=30)
+                self.process.wait(timeout=patience)
                 return
             except subprocess.TimeoutExpired:
                 continue
@@ -109,7 +110,7 @@ def prefect_server(home: Path) -> Iterator[dict]:
 @contextmanager
 def workers(env: dict, folder: Path, count: int) -> Iterator[list[Worker]]:
     """The deployments (`finetrack deploy`) and `count` workers, each in its own checkout."""
-    env = env | {"PREFECT_WORKER_QUERY_SECONDS": "2"}
+    env = env | {"PREFECT_WORKER_QUERY_SECONDS": "1"}  # Prefect's default: every 10 s
     deployed = subprocess.run(
         [str(BIN / "finetrack"), "deploy"], cwd=folder, env=env | {"FINETRACK_HOME": str(ROOT)},
         capture_output=True, text=True, timeout=300,

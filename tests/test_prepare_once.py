@@ -1,0 +1,93 @@
+"""Prepare once, publish once: a flow loads and tokenizes its data once however many runs
+train from it, and never reads back from MLflow the run it has just written."""
+
+import functools
+import sys
+from collections import Counter
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from flows import steps
+from flows.fine_tune import fine_tune
+from flows.retrain import retrain
+from flows.search import search_flow
+from tasks.config import IntRange, RetrainConfig, SearchConfig
+from tests.support.data import small_train_config
+
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_backend")]
+
+
+@pytest.fixture
+def calls(monkeypatch) -> Counter:
+    """How often the data were loaded and tokenized (the real steps, counted)."""
+    counted = Counter()
+    for name in ("load_data", "tokenize"):
+        step = getattr(steps, name)
+
+        def counting(*args, _fn=step.fn, _name=name, **kwargs):
+            counted[_name] += 1
+            return _fn(*args, **kwargs)
+
+        monkeypatch.setattr(step, "fn", functools.wraps(step.fn)(counting))
+    return counted
+
+
+@pytest.fixture
+def run_reads(monkeypatch) -> list[tuple[str, str]]:
+    """(run id, calling module) of every `MlflowClient.get_run`, MLflow's own included."""
+    reads = []
+    real = MlflowClient.get_run
+
+    def get_run(self, run_id):
+        reads.append((run_id, sys._getframe(1).f_globals.get("__name__", "")))
+        return real(self, run_id)
+
+    monkeypatch.setattr(MlflowClient, "get_run", get_run)
+    return reads
+
+
+def test_search_with_confirmation_loads_and_tokenizes_once(mrpc_dir, tmp_path, calls):
+    train = small_train_config(
+        mrpc_dir, tmp_path, max_train_samples=24, max_eval_samples=20,
+        experiment_name="once", registered_model_name="once-model",
+    )  # fmt: skip
+    config = SearchConfig(
+        train=train,
+        storage=f"sqlite:///{tmp_path}/optuna.db",
+        study_name="once",
+        n_trials=2,
+        num_epochs_range=IntRange(low=1, high=1),
+        pruner="none",
+        confirm_top_k=2,
+        confirm_seeds=2,  # 2 trials and 4 confirmation runs train from one prepared input
+    )
+    summary = search_flow(config)
+    assert len(summary["winner"]["run_ids"]) == 2 and summary["decision"] is not None
+    assert calls == {"load_data": 1, "tokenize": 1}
+
+
+def test_retrain_loads_and_tokenizes_once(mrpc_dir, tmp_path, calls):
+    train = small_train_config(
+        mrpc_dir, tmp_path, max_train_samples=24, max_eval_samples=20, num_epochs=1,
+        experiment_name="once-retrain",
+    )  # fmt: skip
+    result = retrain(RetrainConfig(train=train, registered_model_name="once-rt"))
+    assert result["decision"].promoted
+    assert calls == {"load_data": 1, "tokenize": 1}
+
+
+def test_fine_tune_never_reads_back_its_own_run(mrpc_dir, tmp_path, calls, run_reads):
+    config = small_train_config(
+        mrpc_dir, tmp_path, max_train_samples=24, max_eval_samples=20, num_epochs=1,
+        experiment_name="once-ft", registered_model_name="once-ft", onnx_export="fp32",
+        calibrate="temperature",
+    )  # fmt: skip
+    summary = fine_tune(config)
+    assert summary.model_uri and summary.onnx and summary.decision  # every publishing step
+    own = [module for run_id, module in run_reads if run_id == summary.run_id]
+    ours = [module for module in own if module.startswith(("flows", "tasks"))]
+    assert ours == [], own
+    MlflowClient(config.tracking_uri).get_run(summary.run_id)  # a read is counted
+    assert run_reads[-1] == (summary.run_id, __name__)
+    assert calls == {"load_data": 1, "tokenize": 1}
