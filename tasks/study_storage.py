@@ -23,6 +23,7 @@ T = TypeVar("T")
 
 DEFAULT_STORAGE = "sqlite:///optuna.db"
 DB_RETRY_SECONDS = (1, 2, 4, 8, 16)  # about half a minute: a database server's restart
+CREATION_RETRY_SECONDS = (0.5, 1, 2)  # workers creating a new study database at once
 
 
 def resolve_storage(configured: str | None) -> str:
@@ -51,16 +52,19 @@ def make_storage(
         )
 
     with sqlite_creation_lock(url):
-        try:
-            return open_storage()
-        except sqlalchemy.exc.DatabaseError as error:
-            if url.startswith("sqlite"):
-                raise
-            # workers opening a new database server's study at once race to create its tables
-            # (a duplicate type or version row); the winner's tables are there now
-            log.info("study tables created by another worker meanwhile (%s); opening again",
-                     str(error.orig).strip().splitlines()[0])  # fmt: skip
-            return open_storage()
+        for pause in CREATION_RETRY_SECONDS:
+            try:
+                return open_storage()
+            except sqlalchemy.exc.DatabaseError as error:
+                if url.startswith("sqlite"):
+                    raise
+                # workers opening a new server database at once race to create its tables,
+                # types and version row, one statement at a time: the loser's statement fails
+                # on what the winner just made; the next try finds more of it there
+                log.info("study tables being created by another worker (%s); opening again",
+                         str(error.orig).strip().splitlines()[0])  # fmt: skip
+                time.sleep(pause)
+        return open_storage()
 
 
 class ResilientStorage(optuna.storages.RDBStorage):
