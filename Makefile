@@ -25,7 +25,7 @@ run: install
 	$(VENV)/bin/finetrack fine-tune $(if $(DATA),--data-dir $(DATA)) $(ARGS)
 
 test: install lint
-	$(PY) -m pytest -q -rs
+	$(PY) -m pytest -q -rs --durations=10
 
 test-fast: install
 	$(PY) -m pytest -q -m "not slow"
