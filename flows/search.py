@@ -23,8 +23,7 @@ from flows.trial import finish_study, open_search, study_run_name
 from tasks import provenance, search, study_record, study_storage, tracking, warm_start
 from tasks import trial_lifecycle as lifecycle
 from tasks.config import SearchConfig
-from tasks.objective import scoring
-from tasks.registry import DEFAULT_MODEL_NAME, Holdout, PromotionPolicy
+from tasks.registry import DEFAULT_MODEL_NAME, PromotionPolicy
 from tasks.trial_lifecycle import StudyNote
 
 log = logging.getLogger(__name__)
@@ -87,11 +86,7 @@ def search_flow(config: SearchConfig | None = None, force: bool = False) -> dict
                 winner["model_uri"],
                 winner["run_id"],
                 config.train.registered_model_name or DEFAULT_MODEL_NAME,
-                Holdout(
-                    dataset.splits["validation"],
-                    dataset.label_names,
-                    scoring(config.train, dataset.label_names),
-                ),
+                shared.prepared.holdout(),
                 PromotionPolicy.of(config.train),
             )
             for key, value in decision.as_tags().items():
