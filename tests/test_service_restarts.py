@@ -15,7 +15,7 @@ from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
 from tests.support.cluster import free_port, wait_until_healthy
-from tests.support.search import search_command
+from tests.support.search import search_command, trials_in, wait_for
 
 pytestmark = pytest.mark.slow
 FINETRACK = str(Path(sys.executable).parent / "finetrack")
@@ -65,14 +65,14 @@ def test_training_survives_a_tracking_server_restart(mrpc_dir, tmp_path):
         )  # fmt: skip
         client = MlflowClient(server.url)
         try:
-            deadline = time.monotonic() + 300
-            history = []
-            while not history:
-                assert time.monotonic() < deadline and job.poll() is None, "no epoch was logged"
-                time.sleep(0.5)
+
+            def run_with_an_epoch():
                 experiment = client.get_experiment_by_name("restart")
                 runs = client.search_runs([experiment.experiment_id]) if experiment else []
-                history = runs and client.get_metric_history(runs[0].info.run_id, "eval_f1")
+                logged = runs and client.get_metric_history(runs[0].info.run_id, "eval_f1")
+                return runs[0] if logged else None
+
+            logged_run = wait_for(run_with_an_epoch, 300, "an epoch was logged", job)
             server.stop()  # during epoch 2
             time.sleep(10)
             server.start()
@@ -81,7 +81,7 @@ def test_training_survives_a_tracking_server_restart(mrpc_dir, tmp_path):
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(job.pid, signal.SIGKILL)
         assert job.returncode == 0, output[-3000:]
-        run = client.get_run(runs[0].info.run_id)
+        run = client.get_run(logged_run.info.run_id)
         assert run.info.status == "FINISHED"
         assert [m.step for m in client.get_metric_history(run.info.run_id, "eval_f1")] == [1, 2, 3]
         assert run.outputs.model_outputs  # the model was logged after the restart
@@ -102,14 +102,9 @@ def test_study_survives_a_database_restart(mrpc_dir, tmp_path, postgres_server, 
         start_new_session=True,
     )  # fmt: skip
     try:
-        deadline = time.monotonic() + 300
-        running = []
-        while not running:
-            assert time.monotonic() < deadline and job.poll() is None, "no trial started"
-            time.sleep(0.5)
-            with contextlib.suppress(KeyError):
-                study = optuna.load_study(study_name="shared", storage=postgres_url)
-                running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        running = wait_for(
+            lambda: trials_in(postgres_url, (TrialState.RUNNING,)), 300, "a trial started", job
+        )
         time.sleep(2)  # inside training
         postgres_server.restart(down_seconds=4)  # heartbeats every second fail meanwhile
         output, _ = job.communicate(timeout=600)

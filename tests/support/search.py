@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -27,11 +28,16 @@ def search_command(mrpc_dir: Path, tmp_path: Path, *extra: str) -> list[str]:
     ]  # fmt: skip
 
 
-def wait_for(condition, timeout: float, what: str):
+def wait_for(condition, timeout: float, what: str, job: subprocess.Popen | None = None):
+    """What `condition()` returns once it is true, polled every 0.5 s; fails after `timeout`
+    seconds, or as soon as `job` (the process that should make it true) has ended."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if condition():
-            return
+        if job is not None and job.poll() is not None:
+            pytest.fail(f"the job ended before {what}")
+        found = condition()
+        if found:
+            return found
         time.sleep(0.5)
     pytest.fail(f"timed out waiting for {what}")
 
