@@ -6,6 +6,10 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip --disable-pip-version-check -q
 DATA   ?=
 ARGS   ?=
+# pytest workers (pytest-xdist): one per core; whole test files go to one worker, so a
+# module's fixtures (a trained run, a study) are built once
+TEST_WORKERS ?= auto
+PYTEST := $(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile
 export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 
@@ -25,13 +29,13 @@ run: install
 	$(VENV)/bin/finetrack fine-tune $(if $(DATA),--data-dir $(DATA)) $(ARGS)
 
 test: install lint
-	$(PY) -m pytest -q -rs --durations=10
+	$(PYTEST) -q -rs --durations=10
 
 test-fast: install
-	$(PY) -m pytest -q -m "not slow"
+	$(PYTEST) -q -m "not slow"
 
 test-fp32: install  # the suite as a CPU without native bf16 runs it (fp32, frozen layers)
-	PYTHONPATH=$(CURDIR)/tests/without_native_bf16 $(PY) -m pytest -q -rs
+	PYTHONPATH=$(CURDIR)/tests/without_native_bf16 $(PYTEST) -q -rs
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -30,8 +30,8 @@ from mlflow.tracking import MlflowClient
 from bench import report
 from bench.common import RESULTS, run_flows, save
 from tasks.config import PACKAGED_MODEL
+from tasks.machine_recipe import use_bf16
 from tasks.model import resolve_model
-from tasks.train import use_bf16
 
 FLOW_METRICS = (
     "train_seconds",

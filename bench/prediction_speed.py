@@ -31,10 +31,10 @@ from transformers import AutoTokenizer, set_seed
 from bench.common import save
 from tasks import onnx_export, packaging, tracking
 from tasks.config import PACKAGED_MODEL
+from tasks.machine_recipe import use_bf16
 from tasks.model import load_model, resolve_model
 from tasks.onnx_export import ONNX_REQUIREMENTS, export_onnx
 from tasks.registry import Holdout, predict_labels
-from tasks.train import use_bf16
 from tasks.uncertainty import Scoring
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"  # where the logged model runs too

@@ -300,7 +300,8 @@ def speedup_equal_footing(data: dict) -> list[str]:
         "",
         f"CPU: {cpu_line(data['machine'])}. Epoch kept in both arms: "
         f"{settings['select_epoch']}; scored on: {settings['scored_split']} "
-        f"(never used for training or for choosing the epoch). Flow recipe: {recipe}.",
+        f"(never used for training or for choosing the epoch). Flow recipe: {recipe}"
+        + (f" (flags: {' '.join(extra)})." if (extra := settings.get("flow_arguments")) else "."),
         "",
         "| seed | bare wall s | flow wall s | bare / flow | epoch kept bare / flow | "
         "test accuracy bare / flow | test F1 bare / flow |",
@@ -372,6 +373,12 @@ def speedup_equal_footing(data: dict) -> list[str]:
             else " (one seed gives no interval)"
         )
         + (". Emulated: this is no verdict for an AVX2 CPU." if emulated else ".")
+        + (
+            f" The bare runs were reused from {reused} (a screen of flow settings): its wall "
+            "ratios span two invocations."
+            if (reused := settings.get("bare_from"))
+            else ""
+        )
         + (" A smoke run: no verdict." if settings["max_train_samples"] else "")
         + (
             f" PARTIAL: {len(seeds)} paired seed(s), fewer than the {MIN_SEEDS} the goal is "

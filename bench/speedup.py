@@ -46,8 +46,8 @@ from bench.common import RESULTS, run_flows, save
 from bench.overhead import three_splits
 from bench.training_speed import summarise
 from tasks.config import PACKAGED_MODEL
+from tasks.machine_recipe import use_bf16
 from tasks.model import resolve_model
-from tasks.train import use_bf16
 from tasks.uncertainty import seed_paired_difference
 
 AVX2_ONLY = {
@@ -74,6 +74,12 @@ def main() -> None:
     parser.add_argument("--results", type=Path, default=RESULTS)
     parser.add_argument("--lock", type=Path, help="a file each process holds a flock on")
     parser.add_argument(
+        "--bare-from",
+        type=Path,
+        help="a recorded speedup.json of this machine: its bare runs for these seeds are reused "
+        "and only the flow runs (a screen of flow settings; its wall ratios span two runs)",
+    )
+    parser.add_argument(
         "--merge", type=Path, nargs="+", help="result files of single seeds, run apart: one file"
     )
     args, flow_extra = parser.parse_known_args()
@@ -96,7 +102,7 @@ def main() -> None:
         jobs = {}
         for seed in seeds:
             # fmt: off
-            jobs[("bare", seed)] = (
+            jobs[("bare", seed)] = None if args.bare_from else (
                 "bench.bare_trainer",
                 ["--data-dir", str(data), "--model", resolve_model(PACKAGED_MODEL),
                  "--seed", str(seed), "--result", str(work / f"bare-{seed}.json"),
@@ -112,12 +118,17 @@ def main() -> None:
                  *slice_flags, *flow_extra],
             )
             # fmt: on
+        jobs = {key: job for key, job in jobs.items() if job is not None}
         seconds = run_flows(jobs, work, parallel=False, lock=args.lock)
-        bare = [
-            {"seed": seed, "wall_seconds": seconds[("bare", seed)]}
-            | json.loads((work / f"bare-{seed}.json").read_text())
-            for seed in seeds
-        ]
+        if args.bare_from:
+            recorded = json.loads(args.bare_from.read_text())["bare"]["runs"]
+            bare = [run for run in recorded if run["seed"] in seeds]
+        else:
+            bare = [
+                {"seed": seed, "wall_seconds": seconds[("bare", seed)]}
+                | json.loads((work / f"bare-{seed}.json").read_text())
+                for seed in seeds
+            ]
         client = MlflowClient(tracking)
         experiment = client.get_experiment_by_name("bench-speedup")
         runs = {run.info.run_name: run for run in client.search_runs([experiment.experiment_id])}
@@ -134,6 +145,7 @@ def main() -> None:
             "max_train_samples": args.max_train_samples,
             "emulate_avx2": args.emulate_avx2,
             "flow_arguments": flow_extra,
+            "bare_from": str(args.bare_from) if args.bare_from else None,
             "flow_recipe": recipe,
             "bf16_auto_here": use_bf16("auto"),
             "select_epoch": SELECTION,

@@ -26,8 +26,8 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer, Data
 from bench import report
 from bench.common import RESULTS, save
 from tasks.config import PACKAGED_MODEL
+from tasks.machine_recipe import use_bf16
 from tasks.model import freeze_lower_layers, resolve_model
-from tasks.train import use_bf16
 
 NO_DROPOUT = {"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}
 

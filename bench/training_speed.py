@@ -21,8 +21,8 @@ import torch
 from bench import report
 from bench.common import RESULTS, run_flows, save
 from tasks.config import PACKAGED_MODEL
+from tasks.machine_recipe import cpu_has_native_bf16
 from tasks.model import resolve_model
-from tasks.train import cpu_has_native_bf16
 
 CONFIGS = {
     "fp32": [],

@@ -14,6 +14,7 @@ from __future__ import annotations
 import statistics
 from dataclasses import asdict
 
+import numpy as np
 import optuna
 
 from flows.fine_tune import fine_tune
@@ -30,16 +31,18 @@ def confirm_and_pick(
     client,
     parent_id: str,
     prepared: Prepared | None = None,
-) -> tuple[dict, str]:
-    """The winner's row of `confirmation.json` (its base-seed run holds the logged model)
-    and a description of the whole confirmation for the study run. Every run trains from
-    `prepared`, the search's inputs (else each prepares its own)."""
+) -> tuple[dict, str, np.ndarray | None]:
+    """The winner's row of `confirmation.json` (its base-seed run holds the logged model),
+    a description of the whole confirmation for the study run, and the winner's logged model's
+    labels on the validation rows where its run scored them (an ONNX export's parity), for
+    its promotion. Every run trains from `prepared`, the search's inputs (else each prepares
+    its own)."""
     metric = config.train.objective_metric
     candidates = search.top_configurations(study, max(config.confirm_top_k, 1))
     seeds = [config.train.seed + i for i in range(config.confirm_seeds)]
     if config.confirm_top_k == 0:
         seeds = seeds[:1]
-    results = []
+    results, holdout_labels = [], {}
     for rank, trial in enumerate(candidates):
         runs = []
         for seed in seeds:
@@ -60,6 +63,7 @@ def confirm_and_pick(
                     },
                 )
             )
+        holdout_labels[runs[0].run_id] = runs[0].holdout_labels
         scores = [run.metrics["validation"][metric] for run in runs]
         tests = [run.metrics.get("test", {}).get(metric) for run in runs]
         results.append(
@@ -82,7 +86,7 @@ def confirm_and_pick(
     winner = pick_winner(results)
     tracking.log_files(client, parent_id, {"confirmation.json": results})
     tracking.log_metrics(client, parent_id, confirmed_metrics(winner))
-    return winner, confirmation_description(results, winner)
+    return winner, confirmation_description(results, winner), holdout_labels[winner["run_id"]]
 
 
 def pick_winner(results: list[dict]) -> dict:

@@ -92,7 +92,7 @@ def fine_tune(
                 client, run_id, name, params, prepared, trained, results, calibrated
             )
             outcome.model_uri, outcome.onnx = published.model_uri, published.onnx
-            outcome.decision = published.decision
+            outcome.decision, outcome.holdout_labels = published.decision, published.holdout_labels
         tracking.describe(client, run_id, outcome.description(dataset.summary()))
         shutil.rmtree(output_dir, ignore_errors=True)
 

@@ -78,7 +78,7 @@ def search_flow(config: SearchConfig | None = None, force: bool = False) -> dict
         if not config.finalize:
             log.info("finalize is off: leaving confirmation and registration to another run")
         elif search.top_configurations(study, 1):
-            winner, confirmation = confirm_and_pick(
+            winner, confirmation, scored = confirm_and_pick(
                 config, study, client, parent_id, shared.prepared
             )
             decision = register_and_promote(
@@ -88,6 +88,7 @@ def search_flow(config: SearchConfig | None = None, force: bool = False) -> dict
                 config.train.registered_model_name or DEFAULT_MODEL_NAME,
                 shared.prepared.holdout(),
                 PromotionPolicy.of(config.train),
+                scored,
             )
             for key, value in decision.as_tags().items():
                 client.set_tag(parent_id, key, value)

@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
 from prefect import task
 from prefect.cache_policies import NONE
 from prefect.runtime import flow_run
@@ -19,6 +20,7 @@ from flows.promotion import register_and_promote
 from tasks import (
     calibration,
     data,
+    dataset_inputs,
     evaluation,
     model,
     objective,
@@ -61,7 +63,7 @@ load_data = task(
 resolve_model = task(model.resolve_model, name="resolve-model", cache_policy=NONE)
 tokenize = task(tokenization.tokenize, name="tokenize", cache_policy=NONE)
 record_params = task(tracking.log_params, name="log-params", cache_policy=NONE)
-log_datasets = task(tracking.log_dataset_inputs, name="log-datasets", cache_policy=NONE)
+log_datasets = task(dataset_inputs.log_dataset_inputs, name="log-datasets", cache_policy=NONE)
 fine_tune_model = task(train.train, name="train", cache_policy=NONE)
 evaluate = task(evaluation.evaluate_model, name="evaluate", cache_policy=NONE)
 log_evaluation = task(tracking.log_evaluation, name="log-evaluation", cache_policy=NONE)
@@ -142,11 +144,13 @@ def record_training(client, run_id: str, trained: train.TrainResult, prepared: P
 
 @dataclass(frozen=True)
 class Published:
-    """The logged model, its checked ONNX export and the promotion decision, where made."""
+    """The logged model, its checked ONNX export and the promotion decision, where made, and
+    the logged model's labels on the holdout rows, where it scored them."""
 
     model_uri: str
     onnx: OnnxExport | None = None
     decision: Decision | None = None
+    holdout_labels: np.ndarray | None = None
 
 
 def input_example(dataset: data.LoadedData) -> dict[str, str]:
@@ -197,4 +201,4 @@ def publish(
             client, model_uri, run_id, config.registered_model_name, holdout,
             PromotionPolicy.of(config), scored,
         )  # fmt: skip
-    return Published(model_uri, onnx, decision)
+    return Published(model_uri, onnx, decision, scored)

@@ -64,7 +64,7 @@ class FrozenFeatures:
         model.eval()
         autocast = torch.autocast(model.device.type, dtype=torch.bfloat16, enabled=bf16)
         with torch.no_grad(), autocast:
-            with cache._lower_layers_only():
+            with cache._layers(slice(cache.frozen)):
                 for batch in batches:
                     batch = {k: v.to(model.device) for k, v in batch.items() if k != "labels"}
                     first = first or batch
@@ -105,10 +105,11 @@ class FrozenFeatures:
         return torch.allclose(upper, whole, rtol=1e-3, atol=1e-3)
 
     @contextmanager
-    def _lower_layers_only(self) -> Iterator[None]:
+    def _layers(self, kept: slice) -> Iterator[None]:
+        """Inside, the encoder runs only its layers in `kept`; all of them once left."""
         encoder = self.model.base_model.encoder
         layers = encoder.layer
-        encoder.layer = layers[: self.frozen]
+        encoder.layer = layers[kept]
         try:
             yield
         finally:
@@ -119,12 +120,9 @@ class FrozenFeatures:
         """Inside, the model takes `features` for its embeddings' output and runs the layers
         above the frozen ones; its modules and weights are as before once it is left."""
         embeddings = self.model.base_model.embeddings
-        encoder = self.model.base_model.encoder
-        layers = encoder.layer
         embeddings.forward = lambda *args, **kwargs: features
-        encoder.layer = layers[self.frozen :]
         try:
-            yield
+            with self._layers(slice(self.frozen, None)):
+                yield
         finally:
             del embeddings.forward
-            encoder.layer = layers

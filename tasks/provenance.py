@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from tasks.train import cpu_has_native_bf16
+from tasks.machine_recipe import cpu_has_native_bf16
 
 ROOT = Path(__file__).resolve().parents[1]
 SOURCES = ("flows", "tasks")  # the packages whose code decides a run

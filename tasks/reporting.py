@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from tasks.evaluation import score_text
 from tasks.onnx_export import OnnxExport
 from tasks.registry import Decision
@@ -28,6 +30,9 @@ class FineTuneResult:
     decision: Decision | None = None
     onnx: OnnxExport | None = None
     recipe: dict[str, object] = field(default_factory=dict)
+    # the logged model's labels on the validation rows (fp32, through mlflow.pyfunc), where
+    # publishing scored them: a later promotion of this model reuses them
+    holdout_labels: np.ndarray | None = None
 
     def markdown(self) -> str:
         """Where to find the run and how it scored (Prefect artifact `fine-tune-summary`)."""

@@ -25,9 +25,9 @@ from tasks import provenance, tracking
 from tasks.config import FineTuneConfig, validated
 from tasks.data import LoadedData
 from tasks.errors import RefusedError
+from tasks.machine_recipe import layers_to_freeze, use_bf16
 from tasks.model import load_model
 from tasks.study_record import TRIAL_TAG
-from tasks.train import layers_to_freeze, use_bf16
 
 REPRODUCES_TAG = "finetrack.reproduces"
 CONFIG_ARTIFACT = "config.json"

@@ -31,24 +31,11 @@ from tasks import objective
 from tasks.config import FineTuneConfig
 from tasks.evaluation import trainer_metrics
 from tasks.frozen_features import FrozenFeatures
-from tasks.model import encoder_layers, freeze_lower_layers, load_model
+from tasks.machine_recipe import layers_to_freeze, use_bf16
+from tasks.model import freeze_lower_layers, load_model
 from tasks.tokenization import by_length
 
 log = logging.getLogger(__name__)
-
-
-def cpu_has_native_bf16() -> bool:
-    """AMX or AVX512-BF16: the CPUs where bf16 autocast is faster than fp32."""
-    return bool(torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported())
-
-
-def use_bf16(setting: str) -> bool:
-    """Resolve the `bf16` setting: on CUDA ask the GPU, on CPU look for native bf16 units."""
-    if setting != "auto":
-        return setting == "on"
-    if torch.cuda.is_available():
-        return torch.cuda.is_bf16_supported()
-    return cpu_has_native_bf16()
 
 
 FEW_TRAIN_ROWS = 1000
@@ -66,21 +53,6 @@ def few_rows_warning(rows: int, batch_size: int) -> str | None:
         "with few rows, the recipe may keep a majority-class epoch as its best; if the "
         "predictions are all one class, raise --num-epochs or lower --batch-size"
     )
-
-
-def layers_to_freeze(setting: int | str, bf16: bool, model) -> int:
-    """Resolve `freeze_layers`. 'auto' keeps the lower third of the layers fixed where a CPU
-    trains in fp32: with their outputs kept (`tasks/frozen_features.py`), that made the
-    default recipe 2.17x the seed script's speed on emulated AVX2 kernels over seeds 42-46
-    (every weight trained: 1.54x), at a validation accuracy within seed noise of the
-    script's (+0.78 ± 1.31 points, mean ± sd of the per-seed differences; bench/RESULTS.md).
-    Where bf16 or a GPU makes training fast already, every weight is trained."""
-    if setting != "auto":
-        return int(setting)
-    layers = encoder_layers(model)
-    if bf16 or torch.cuda.is_available() or layers is None:
-        return 0
-    return len(layers) // 3
 
 
 def training_arguments(
@@ -265,7 +237,7 @@ def train(
         frozen,
     )
     start = time.perf_counter()  # the frozen layers' one pass is part of training
-    if config.cache_frozen_features:
+    if config.cache_frozen_features and frozen:  # no sort to pay for when nothing is frozen
         trainer.frozen_features = frozen_features(trainer, frozen)
     cached = trainer.frozen_features is not None
     # read before training: the Trainer deletes the checkpoint it resumed from once it saves

@@ -10,6 +10,13 @@ import uuid
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+if workers := int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0")):
+    # `make test` runs one pytest worker per core (pytest-xdist): each worker, and every
+    # process it starts, gets its share of the cores, so that torch's threads do not
+    # oversubscribe them (set before anything imports torch)
+    share = str(max(1, (os.cpu_count() or 1) // workers))
+    os.environ.setdefault("OMP_NUM_THREADS", share)
+    os.environ.setdefault("MKL_NUM_THREADS", share)
 
 from pathlib import Path
 

@@ -4,8 +4,8 @@ import pytest
 from transformers import GPT2Config, GPT2ForSequenceClassification
 
 from tasks.config import PACKAGED_MODEL
+from tasks.machine_recipe import layers_to_freeze
 from tasks.model import ModelError, freeze_lower_layers, load_model, resolve_model
-from tasks.train import layers_to_freeze
 
 
 def test_packaged_model_has_safetensors():

@@ -5,6 +5,7 @@ import functools
 import sys
 from collections import Counter
 
+import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
 
@@ -47,10 +48,24 @@ def run_reads(monkeypatch) -> list[tuple[str, str]]:
     return reads
 
 
-def test_search_with_confirmation_loads_and_tokenizes_once(mrpc_dir, tmp_path, calls):
+@pytest.fixture
+def model_loads(monkeypatch) -> Counter:
+    """How often each logged model was loaded to be scored (`mlflow.pyfunc.load_model`)."""
+    loads = Counter()
+    real = mlflow.pyfunc.load_model
+
+    def load_model(model_uri, *args, **kwargs):
+        loads[model_uri] += 1
+        return real(model_uri, *args, **kwargs)
+
+    monkeypatch.setattr(mlflow.pyfunc, "load_model", load_model)
+    return loads
+
+
+def test_search_with_confirmation_loads_and_tokenizes_once(mrpc_dir, tmp_path, calls, model_loads):
     train = small_train_config(
         mrpc_dir, tmp_path, max_train_samples=24, max_eval_samples=20,
-        experiment_name="once", registered_model_name="once-model",
+        experiment_name="once", registered_model_name="once-model", onnx_export="fp32",
     )  # fmt: skip
     config = SearchConfig(
         train=train,
@@ -65,6 +80,12 @@ def test_search_with_confirmation_loads_and_tokenizes_once(mrpc_dir, tmp_path, c
     summary = search_flow(config)
     assert len(summary["winner"]["run_ids"]) == 2 and summary["decision"] is not None
     assert calls == {"load_data": 1, "tokenize": 1}
+    # the winner's model scored the validation rows once, for its export's parity and its
+    # promotion alike; each candidate's model and export were scored once (the other loads
+    # are MLflow's own check of the input example, from a local folder, while logging)
+    logged = {uri: count for uri, count in model_loads.items() if uri.startswith("models:/")}
+    assert logged[summary["winner"]["model_uri"]] == 1
+    assert len(logged) == 2 * 2 and set(logged.values()) == {1}, model_loads
 
 
 def test_retrain_loads_and_tokenizes_once(mrpc_dir, tmp_path, calls):

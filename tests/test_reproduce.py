@@ -17,6 +17,7 @@ import torch
 from mlflow.tracking import MlflowClient
 from oracles import artifact, native_bf16
 
+import tasks.machine_recipe
 import tasks.train
 from flows.cli import main
 from flows.fine_tune import fine_tune
@@ -351,7 +352,7 @@ def test_checks_name_what_differs(tiny_dir, tmp_path):
     client = connect(f"sqlite:///{tmp_path}/mlflow.db")
     config = FineTuneConfig(data_dir=tiny_dir)
     data = load_data(config)
-    elsewhere = not tasks.train.use_bf16("auto")  # the other recipe from this machine's
+    elsewhere = not tasks.machine_recipe.use_bf16("auto")  # the other recipe from this machine's
     experiment = client.create_experiment("checks")
     other_cpu = {provenance.CPU: "Some CPU", provenance.CPU_FLAGS: "avx2", provenance.GPU: "none"}
     run = client.create_run(experiment, tags={provenance.GIT_COMMIT: "0" * 40, **other_cpu})

@@ -8,10 +8,11 @@ from oracles import native_bf16
 import tasks.train
 from tasks.config import PACKAGED_MODEL, FineTuneConfig
 from tasks.data import load_data
+from tasks.machine_recipe import use_bf16
 from tasks.model import load_model, resolve_model
 from tasks.objective import resolve_objective
 from tasks.tokenization import load_tokenizer, tokenize
-from tasks.train import few_rows_warning, train, training_arguments, use_bf16
+from tasks.train import few_rows_warning, train, training_arguments
 
 
 def test_arguments_carry_the_recipe(tmp_path):

@@ -41,9 +41,9 @@ from sklearn.metrics import accuracy_score, f1_score
 import tasks.train
 from flows.fine_tune import fine_tune
 from tasks.config import FineTuneConfig
+from tasks.machine_recipe import use_bf16
 from tasks.model import load_model, packaged_model_dir
 from tasks.reporting import FineTuneResult
-from tasks.train import use_bf16
 
 pytestmark = pytest.mark.slow
 
