@@ -18,7 +18,7 @@ from prefect.client.orchestration import get_client
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from tasks.registry import champion_version
-from tests.support.cluster import Worker
+from tests.support.cluster import Worker, stop_all
 from tests.support.data import ROOT
 
 pytestmark = pytest.mark.slow
@@ -81,7 +81,7 @@ def worker(prefect_server, tmp_path):
     local = Worker("deployments", ROOT, env | {"PREFECT_WORKER_QUERY_SECONDS": "1"}, tmp_path)
     local.start()
     yield env
-    local.stop()
+    stop_all([local])
 
 
 def test_deployments_end_to_end(mrpc_dir, tmp_path, prefect_server, worker):

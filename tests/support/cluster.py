@@ -70,19 +70,26 @@ class Worker:
         os.killpg(self.process.pid, signal.SIGKILL)
         self.process.wait()
 
-    def stop(self) -> None:
-        """SIGINT, a second one if it is still there after 10 s (a worker busy with a flow run
-        exits on the second), then SIGKILL 30 s later."""
-        if not self.process or self.process.poll() is not None:
-            return
-        for patience in (10, 30):
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def interrupt(self) -> None:
+        if self.running():
             os.killpg(self.process.pid, signal.SIGINT)
-            try:
-                self.process.wait(timeout=patience)
-                return
-            except subprocess.TimeoutExpired:
-                continue
-        self.kill()
+
+
+def stop_all(workers: list[Worker]) -> None:
+    """SIGINT to every worker at once, a second one to those still there after 10 s (a worker
+    busy with a flow run exits on the second), then SIGKILL to any left 30 s later."""
+    for patience in (10, 30):
+        for worker in workers:
+            worker.interrupt()
+        deadline = time.monotonic() + patience
+        while any(worker.running() for worker in workers) and time.monotonic() < deadline:
+            time.sleep(0.2)
+    for worker in workers:
+        if worker.running():
+            worker.kill()
 
 
 @contextmanager
@@ -127,8 +134,7 @@ def workers(env: dict, folder: Path, count: int) -> Iterator[list[Worker]]:
     try:
         yield started
     finally:
-        for worker in started:
-            worker.stop()
+        stop_all(started)
 
 
 def run_deployment(env: dict, name: str, config: dict, timeout: int = 3600) -> subprocess.Popen:
