@@ -5,9 +5,10 @@ test rows) runs twice per variant, each time in a fresh process, and every valid
 test probability is compared: between the two processes of a variant (is a re-run
 identical?) and between variants (how far does a thread count, the CPU's kernels or the
 precision move them, and does a label change?). Variants: fp32 with the frozen layers'
-outputs kept (what `auto` trains without native bf16), fp32 with every weight trained, bf16
-autocast, each setting at 2 threads; fp32 and bf16 at 1 thread; fp32 on AVX2 kernels
-(`bench.speedup.AVX2_ONLY`, a stand-in for an AVX2-only CPU).
+outputs kept (what `auto` trains on every CPU), fp32 with every weight trained, bf16
+autocast (`--bf16 on`, refused where the CPU would emulate it), each setting at 2 threads;
+fp32 and bf16 at 1 thread; fp32 on AVX2 kernels (`bench.speedup.AVX2_ONLY`, a stand-in for
+an AVX2-only CPU).
 
     .venv/bin/python -m bench.determinism --data-dir ../shared/data/mrpc
 """
@@ -39,7 +40,7 @@ COMPARED = (
     ("fp32", "fp32, AVX2 kernels"),
     ("bf16", "bf16, 1 thread"),
     ("fp32, every weight trained", "bf16"),  # the precision alone
-    ("fp32", "bf16"),  # what `auto` trains without native bf16 and with it
+    ("fp32", "bf16"),  # what `auto` trains on a CPU, and `--bf16 on`
 )
 
 

@@ -31,7 +31,7 @@ from transformers import AutoTokenizer, set_seed
 from bench.common import save
 from tasks import onnx_export, packaging, tracking
 from tasks.config import PACKAGED_MODEL
-from tasks.machine_recipe import use_bf16
+from tasks.machine_recipe import native_bf16
 from tasks.model import load_model, resolve_model
 from tasks.onnx_export import ONNX_REQUIREMENTS, export_onnx
 from tasks.registry import Holdout, predict_labels
@@ -116,7 +116,7 @@ def main() -> None:
     mlflow.set_tracking_uri(args.tracking_uri)
     model, tokenizer = weights(args.model_uri)
     label_names = [model.config.id2label[i] for i in range(model.config.num_labels)]
-    bf16 = use_bf16("auto")  # what the logged model decides for itself, in its own code
+    bf16 = native_bf16()  # what the logged model decides for itself, in its own code
 
     with tempfile.TemporaryDirectory() as folder:
         uri = f"sqlite:///{folder}/mlflow.db"

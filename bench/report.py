@@ -390,14 +390,20 @@ def speedup_equal_footing(data: dict) -> list[str]:
     return lines
 
 
+def held_to(data: dict) -> str:
+    """Says so where the kernels were held below what the CPU has (ATEN_CPU_CAPABILITY)."""
+    below = data["settings"].get("kernels") == "AVX2" and data["machine"].get("cpu_avx512_bf16")
+    return " (emulated: held below what this CPU has)" if below else ""
+
+
 def step_speed(data: dict) -> list[str]:
     settings, variants = data["settings"], data["variants"]
     first_name, first = next(iter(variants.items()))
     lines = [
         f"### Training-step speed of the ideas (first {settings['rows']} MRPC train rows in "
         f"length-grouped batches, {settings['steps']} steps after {settings['warmup']}, "
-        f"bf16 {'on' if settings['bf16'] else 'off'}, fused AdamW, one process"
-        + (f", {settings['kernels']} kernels)" if "kernels" in settings else ")"),
+        f"bf16 {'on' if settings['bf16'] else 'off'} unless named, fused AdamW, one process"
+        + (f", {settings['kernels']} kernels{held_to(data)})" if "kernels" in settings else ")"),
         "",
         f"| variant | train samples/s | vs {first_name} | warm-up s | forward | backward "
         "| optimizer |",

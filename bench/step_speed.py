@@ -35,7 +35,7 @@ NO_DROPOUT = {"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}
 @dataclass
 class Variant:
     batch_size: int
-    bf16: bool = True
+    bf16: bool | None = None  # None: as `--bf16` resolves
     compile: bool = False
     model_kwargs: dict = field(default_factory=dict)
     freeze_embeddings: bool = False
@@ -55,6 +55,9 @@ VARIANTS = {
     "batch 16, 2 layers frozen": Variant(16, frozen_layers=2),
     "batch 32, 2 layers frozen": Variant(32, frozen_layers=2),
     "batch 64, 2 layers frozen": Variant(64, frozen_layers=2),
+    "batch 32, 3 layers frozen": Variant(32, frozen_layers=3),
+    # bf16 autocast whatever the CPU: where it is not native, this measures its emulation
+    "batch 32, bf16 autocast": Variant(32, bf16=True),
 }
 
 
@@ -132,10 +135,12 @@ def main() -> None:
     measured = {}
     for name in names:
         variant = VARIANTS[name]
-        variant = replace(variant, bf16=bf16)
+        if variant.bf16 is None:
+            variant = replace(variant, bf16=bf16)
         multiple = 16 if variant.compile else None  # bucketed shapes: fewer recompiles
         data = batches(args.data_dir, model, args.rows, variant.batch_size, multiple)
         measured[name] = measure(variant, data, model, args.warmup, args.steps)
+        measured[name]["bf16"] = variant.bf16
         print(f"{name}: {measured[name]['samples_per_second']:.1f} samples/s", flush=True)
     settings = {"rows": args.rows, "warmup": args.warmup, "steps": args.steps, "bf16": bf16}
     settings["kernels"] = torch.backends.cpu.get_cpu_capability()  # ATEN_CPU_CAPABILITY caps it

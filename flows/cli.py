@@ -70,7 +70,7 @@ def add_config_arguments(
             type=_parse_bool if field.annotation is bool else str,
             default=None,
             metavar="{" + ",".join(map(str, choices)) + "}" if choices else name.upper(),
-            help=f"{field.description} [default: {default}]",
+            help=f"{field.description} [default: {default}]".replace("%", "%%"),  # argparse
         )
 
 

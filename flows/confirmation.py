@@ -12,7 +12,7 @@ the base seed.
 from __future__ import annotations
 
 import statistics
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import optuna
@@ -21,8 +21,18 @@ from flows.fine_tune import fine_tune
 from tasks import search, tracking
 from tasks.config import SearchConfig
 from tasks.prepared import Prepared
+from tasks.reporting import FineTuneResult
 from tasks.study_record import STUDY_TAG
 from tasks.uncertainty import seed_paired_difference
+
+
+@dataclass(frozen=True)
+class Confirmation:
+    winner: dict  # its row of `confirmation.json`; its base-seed run holds the logged model
+    description: str  # of the whole confirmation, for the study run
+    # the winner's logged model's labels on the validation rows, where its run scored them
+    # (an ONNX export's parity): its promotion need not score them again
+    winner_labels: np.ndarray | None
 
 
 def confirm_and_pick(
@@ -31,18 +41,17 @@ def confirm_and_pick(
     client,
     parent_id: str,
     prepared: Prepared | None = None,
-) -> tuple[dict, str, np.ndarray | None]:
-    """The winner's row of `confirmation.json` (its base-seed run holds the logged model),
-    a description of the whole confirmation for the study run, and the winner's logged model's
-    labels on the validation rows where its run scored them (an ONNX export's parity), for
-    its promotion. Every run trains from `prepared`, the search's inputs (else each prepares
-    its own)."""
+) -> Confirmation:
+    """Retrain the best configurations over the seeds, pick the winner and record the
+    comparison on the study run. Every run trains from `prepared`, the search's inputs (else
+    each prepares its own)."""
     metric = config.train.objective_metric
     candidates = search.top_configurations(study, max(config.confirm_top_k, 1))
     seeds = [config.train.seed + i for i in range(config.confirm_seeds)]
     if config.confirm_top_k == 0:
         seeds = seeds[:1]
-    results, holdout_labels = [], {}
+    results: list[dict] = []
+    base_runs: dict[str, FineTuneResult] = {}  # each candidate's base-seed run, by run id
     for rank, trial in enumerate(candidates):
         runs = []
         for seed in seeds:
@@ -63,7 +72,7 @@ def confirm_and_pick(
                     },
                 )
             )
-        holdout_labels[runs[0].run_id] = runs[0].holdout_labels
+        base_runs[runs[0].run_id] = runs[0]
         scores = [run.metrics["validation"][metric] for run in runs]
         tests = [run.metrics.get("test", {}).get(metric) for run in runs]
         results.append(
@@ -86,7 +95,11 @@ def confirm_and_pick(
     winner = pick_winner(results)
     tracking.log_files(client, parent_id, {"confirmation.json": results})
     tracking.log_metrics(client, parent_id, confirmed_metrics(winner))
-    return winner, confirmation_description(results, winner), holdout_labels[winner["run_id"]]
+    return Confirmation(
+        winner,
+        confirmation_description(results, winner),
+        base_runs[winner["run_id"]].holdout_labels,
+    )
 
 
 def pick_winner(results: list[dict]) -> dict:

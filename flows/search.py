@@ -78,9 +78,8 @@ def search_flow(config: SearchConfig | None = None, force: bool = False) -> dict
         if not config.finalize:
             log.info("finalize is off: leaving confirmation and registration to another run")
         elif search.top_configurations(study, 1):
-            winner, confirmation, scored = confirm_and_pick(
-                config, study, client, parent_id, shared.prepared
-            )
+            confirmation = confirm_and_pick(config, study, client, parent_id, shared.prepared)
+            winner = confirmation.winner
             decision = register_and_promote(
                 client,
                 winner["model_uri"],
@@ -88,11 +87,11 @@ def search_flow(config: SearchConfig | None = None, force: bool = False) -> dict
                 config.train.registered_model_name or DEFAULT_MODEL_NAME,
                 shared.prepared.holdout(),
                 PromotionPolicy.of(config.train),
-                scored,
+                confirmation.winner_labels,
             )
             for key, value in decision.as_tags().items():
                 client.set_tag(parent_id, key, value)
-            description += f"\n\n{confirmation}\n\n{decision.describe()}"
+            description += f"\n\n{confirmation.description}\n\n{decision.describe()}"
         else:
             log.warning("no trial completed: nothing to confirm or register")
         tracking.describe(client, parent_id, description)

@@ -22,6 +22,7 @@ from tasks import (
     data,
     dataset_inputs,
     evaluation,
+    machine_recipe,
     model,
     objective,
     onnx_export,
@@ -87,6 +88,7 @@ def named_by_config(name: Callable[[dict], str]) -> Callable[[], str]:
 def prepare(config: FineTuneConfig) -> Prepared:
     """Locate the model, load and validate the data, resolve the objective on its labels and
     tokenize: once per flow, whatever the number of runs that train from it."""
+    machine_recipe.refuse_emulated_bf16(config.bf16)
     model_path = resolve_model(config.model_name_or_path, config.freeze_layers, config.max_length)
     dataset = load_data(config)
     config = objective.resolve_objective(config, dataset.label_names)

@@ -2,9 +2,10 @@
 sources) and the machine (CPU model and the flags that decide the recipe, GPU, threads).
 
 Every run records these as tags, so that `finetrack reproduce` can tell what differs. The
-machine matters to the result: `--bf16 auto` and `--freeze-layers auto` resolve from the CPU
-(an AVX2-only CPU trains 2 frozen layers in fp32, one with AVX512-BF16 or AMX every weight in
-bf16), and fp32 sums come out in another order with another thread count.
+machine matters to the result: `--bf16 auto` and `--freeze-layers auto` resolve from it (a
+CPU trains 2 frozen layers in fp32, a GPU every weight in bf16 where it computes bf16),
+`--bf16 on` needs native bf16 (AMX or AVX512-BF16 on a CPU), and fp32 sums come out in
+another order with another thread count.
 """
 
 from __future__ import annotations
@@ -92,7 +93,7 @@ def cpu_info(cpuinfo: Path = Path("/proc/cpuinfo")) -> tuple[str, set[str]]:
 
 def machine(threads: int | None = None) -> dict[str, str]:
     """The machine kind that decides the recipe: CPU model, its bf16-relevant flags, whether
-    torch sees native bf16 (what `--bf16 auto` reads), the GPU, and the training threads
+    torch sees native bf16 (what `--bf16 on` needs), the GPU, and the training threads
     (`threads`, else torch's count)."""
     model, flags = cpu_info()
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"

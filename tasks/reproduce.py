@@ -25,7 +25,7 @@ from tasks import provenance, tracking
 from tasks.config import FineTuneConfig, validated
 from tasks.data import LoadedData
 from tasks.errors import RefusedError
-from tasks.machine_recipe import layers_to_freeze, use_bf16
+from tasks.machine_recipe import layers_to_freeze, native_bf16, use_bf16
 from tasks.model import load_model
 from tasks.study_record import TRIAL_TAG
 
@@ -125,9 +125,10 @@ def rebuild_config(
 ) -> tuple[FineTuneConfig, dict[str, list]]:
     """The run's configuration, changed only where a reproduction must differ: the data where
     they are now (`data_dir`, else the absolute folder recorded as `data_source`), this store
-    and the run's experiment, a name of its own, no model logged or registered, and the
-    thread count the run trained with (fp32 sums depend on it). Returns the config and each
-    changed setting as [recorded, reproduction]."""
+    and the run's experiment, a name of its own, no model logged or registered, the thread
+    count the run trained with (fp32 sums depend on it), and the precision and frozen layers
+    its 'auto' settings resolved to (`pinned_recipe`). Returns the config and each changed
+    setting as [recorded, reproduction]."""
     values = recorded_settings(client, original)
     params, tags = original.run.data.params, original.run.data.tags
     source = params.get("data_source", "")
@@ -145,12 +146,27 @@ def rebuild_config(
         changes["data_dir"] = str(data_dir)
     if provenance.THREADS in tags:
         changes["threads"] = int(tags[provenance.THREADS])
+    changes |= pinned_recipe(values, params)
     changed = {
         name: [values.get(name), value]
         for name, value in changes.items()
         if str(values.get(name)) != str(value)
     }
     return validated(FineTuneConfig, {**values, **changes}), changed
+
+
+def pinned_recipe(values: dict, params: dict[str, str]) -> dict[str, object]:
+    """What the run's 'auto' precision and frozen layers resolved to, pinned: a later default
+    or another machine would resolve them otherwise. bf16 stays 'auto' where this machine
+    would emulate it (`check` then warns that the recipe differs)."""
+    pinned: dict[str, object] = {}
+    if str(values.get("bf16")) == "auto" and "bf16_active" in params:
+        ran_bf16 = params["bf16_active"] == "True"
+        if not ran_bf16 or native_bf16():
+            pinned["bf16"] = "on" if ran_bf16 else "off"
+    if str(values.get("freeze_layers")) == "auto" and "frozen_layers" in params:
+        pinned["freeze_layers"] = int(params["frozen_layers"])
+    return pinned
 
 
 def recorded_fingerprint(client: MlflowClient, run: Run) -> str | None:

@@ -169,8 +169,8 @@ def check_confusion(confusion_json: Path, predictions_csv: Path) -> None:
 
 
 def native_bf16() -> bool:
-    """What `--bf16 auto` should resolve to, from the hardware's own description: a GPU of
-    compute capability 8 or more; else the CPU flags in /proc/cpuinfo (AVX512-BF16 or
+    """Whether the machine computes bf16 natively, from the hardware's own description: a GPU
+    of compute capability 8 or more; else the CPU flags in /proc/cpuinfo (AVX512-BF16 or
     AMX-BF16), none when `tests/without_native_bf16` emulates a CPU without them."""
     if torch.cuda.is_available():
         return torch.cuda.get_device_capability() >= (8, 0)

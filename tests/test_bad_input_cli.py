@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
+import tasks.machine_recipe
 from flows import fine_tune, search, search_worker
 from tasks.config import SearchConfig
 from tasks.search import open_study
@@ -88,6 +89,14 @@ def test_max_length_beyond_the_models_positions(tiny_dir, tmp_path, capsys):
     argv = ["--data-dir", str(tiny_dir), *outputs(tmp_path), "--max-length", "1000"]
     line = refused_in_one_line(fine_tune.main, argv, tmp_path, capsys)
     assert "--max-length 1000: the model takes at most 512 tokens" in line
+
+
+@pytest.mark.parametrize("main", [fine_tune.main, search.main], ids=["fine-tune", "search"])
+def test_bf16_on_a_cpu_that_would_emulate_it(tiny_dir, tmp_path, capsys, monkeypatch, main):
+    monkeypatch.setattr(tasks.machine_recipe, "cpu_has_native_bf16", lambda: False)
+    argv = ["--data-dir", str(tiny_dir), "--bf16", "on", *outputs(tmp_path)]
+    line = refused_in_one_line(main, argv, tmp_path, capsys)
+    assert "--bf16 on: this CPU lacks native bf16" in line and "emulated" in line
 
 
 def test_non_utf8_text(tmp_path, capsys):

@@ -24,7 +24,7 @@ from flows.fine_tune import fine_tune
 from flows.search import search_flow
 from tasks import provenance, reproduction_verdict
 from tasks import reproduce as reproduction
-from tasks.config import FineTuneConfig, IntRange, SearchConfig
+from tasks.config import ConfigError, FineTuneConfig, IntRange, SearchConfig
 from tasks.data import load_data
 from tasks.errors import RefusedError
 from tasks.model import resolve_model
@@ -68,7 +68,7 @@ def recorded(mrpc_dir, tmp_path_factory, prefect_backend) -> Recorded:
     folder = tmp_path_factory.mktemp("reproduce")
     config = small_train_config(
         mrpc_dir, folder, max_train_samples=ROWS["train"], max_eval_samples=ROWS["held_out"],
-        num_epochs=1, bf16="off", log_model=False, experiment_name="reproduce",
+        num_epochs=1, log_model=False, experiment_name="reproduce",
     )  # fmt: skip
     return Recorded(config, fine_tune(config).run_id, folder)
 
@@ -144,13 +144,25 @@ def test_a_rerun_on_the_same_machine_is_identical(recorded, printed):
     assert verdict["outcome"] == "identical" and verdict["warnings"] == []
     assert verdict["compared"]["prediction rows"] == 2 * ROWS["held_out"]
     assert verdict["changed_settings"]["threads"] == [None, torch.get_num_threads()]
+    # the recipe its 'auto' settings resolved to, pinned: a later default cannot change it
+    params = client.get_run(recorded.run_id).data.params
+    bf16 = "on" if params["bf16_active"] == "True" else "off"
+    assert verdict["changed_settings"]["bf16"] == ["auto", bf16]
+    assert verdict["changed_settings"]["freeze_layers"] == ["auto", int(params["frozen_layers"])]
     assert "identical" in printed.getvalue()
     assert snapshot(client, recorded.run_id) == before  # the original is only read
 
 
 @pytest.mark.slow
 def test_a_bf16_rerun_on_the_same_machine_is_identical_too(recorded, tmp_path):
+    """Where the CPU computes bf16; where it would emulate it, bf16 is refused before any run."""
     config = recorded.config.with_settings(bf16="on", output_dir=tmp_path / "outputs")
+    if not native_bf16():
+        runs = len(recorded.runs())
+        with pytest.raises(ConfigError, match="would be emulated"):
+            fine_tune(config)
+        assert len(recorded.runs()) == runs
+        return
     run_id = fine_tune(config).run_id
     assert recorded.reproduce(run_id=run_id) == 0
     new = recorded.reproduction_of(run_id)
@@ -344,6 +356,21 @@ def test_predictions_hold_within_the_tolerance_only():
     assert flipped.labels_changed == 1 and not flipped.holds(0.03)
     fewer = reproduction_verdict.compare_predictions("validation", original, nudged.head(1))
     assert fewer.largest_probability_difference is None and not fewer.holds(1.0)
+
+
+@pytest.mark.parametrize("native", [True, False], ids=["native-bf16", "emulated-bf16"])
+def test_the_recipe_auto_resolved_to_is_pinned(monkeypatch, native):
+    monkeypatch.setattr(reproduction, "native_bf16", lambda: native)
+    autos = {"bf16": "auto", "freeze_layers": "auto"}
+    fp32_run = {"bf16_active": "False", "frozen_layers": "2"}
+    assert reproduction.pinned_recipe(autos, fp32_run) == {"bf16": "off", "freeze_layers": 2}
+    bf16_run = {"bf16_active": "True", "frozen_layers": "0"}
+    # a bf16 run where bf16 would be emulated: left to 'auto' (fp32), and `check` warns
+    expected = {"bf16": "on", "freeze_layers": 0} if native else {"freeze_layers": 0}
+    assert reproduction.pinned_recipe(autos, bf16_run) == expected
+    chosen = {"bf16": "off", "freeze_layers": 3}  # settings the user chose stay as they were
+    assert reproduction.pinned_recipe(chosen, bf16_run) == {}
+    assert reproduction.pinned_recipe(autos, {}) == {}  # a record from before these params
 
 
 def test_checks_name_what_differs(tiny_dir, tmp_path):

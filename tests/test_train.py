@@ -3,10 +3,12 @@
 from pathlib import Path
 
 import pytest
+import torch
 from oracles import native_bf16
 
 import tasks.train
-from tasks.config import PACKAGED_MODEL, FineTuneConfig
+from tasks import machine_recipe
+from tasks.config import PACKAGED_MODEL, ConfigError, FineTuneConfig
 from tasks.data import load_data
 from tasks.machine_recipe import use_bf16
 from tasks.model import load_model, resolve_model
@@ -34,11 +36,20 @@ def test_arguments_carry_the_recipe(tmp_path):
     assert random_batches.train_sampling_strategy == "random"
 
 
-def test_bf16_setting():
-    assert use_bf16("on") is True
+def test_native_bf16_is_what_the_hardware_says():
+    assert machine_recipe.native_bf16() is native_bf16()  # /proc/cpuinfo, the GPU's capability
+
+
+@pytest.mark.parametrize("native", [True, False], ids=["native", "emulated"])
+def test_bf16_setting(monkeypatch, native):
+    monkeypatch.setattr(machine_recipe, "native_bf16", lambda: native)
     assert use_bf16("off") is False
-    # 'auto' as the hardware describes itself (/proc/cpuinfo flags, the GPU's capability)
-    assert use_bf16("auto") is native_bf16()
+    assert use_bf16("auto") is (torch.cuda.is_available() and native)  # fp32 on every CPU
+    if native:
+        assert use_bf16("on") is True
+    else:
+        with pytest.raises(ConfigError, match="would be emulated"):
+            use_bf16("on")
 
 
 def test_a_small_train_split_gets_advice_at_run_start():

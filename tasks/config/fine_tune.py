@@ -56,11 +56,10 @@ class FineTuneConfig(BaseModel):
     max_length: int = Field(128, gt=0, le=4096, description="Truncate inputs to this many tokens.")
 
     # training: the seed recipe (lr 5e-5, batch 8) with 4x the batch and 2x the learning rate.
-    # With the other defaults (bf16 auto, length grouping, frozen layers in fp32), the flow
-    # against the seed's bare fp32 script on a 2-core CPU (bench/speedup.py, bench/RESULTS.md):
-    # AVX512-BF16, seeds 42-44: 2.25x sooner, validation accuracy 0.7949 ± 0.0197 against
-    # 0.7982 ± 0.0102; AVX2 kernels (emulated), seeds 42-46: 2.17x sooner, 0.8093 ± 0.0144
-    # against 0.8015 ± 0.0103. Both accuracy gaps are within the seed-to-seed spread.
+    # With the other defaults (fp32 on CPU, length grouping, frozen layers), the flow against
+    # the seed's bare fp32 script on a 2-core CPU with AVX512-BF16, seeds 42-46, both keeping
+    # their best epoch (bench/speedup.py, bench/RESULTS.md): 2.23x sooner, test accuracy
+    # +0.20 points (95% interval [-0.93, +1.32]).
     learning_rate: float = Field(1e-4, gt=0, lt=1, description="AdamW learning rate.")
     batch_size: int = Field(32, gt=0, description="Training batch size.")
     eval_batch_size: int = Field(32, gt=0, description="Evaluation/prediction batch size.")
@@ -73,17 +72,18 @@ class FineTuneConfig(BaseModel):
     seed: int = Field(42, description="Seed for weights init, shuffling and dropout.")
     bf16: Literal["auto", "on", "off"] = Field(
         "auto",
-        description="bf16 autocast on CPU: 'auto' turns it on where the CPU has native bf16 "
-        "(AMX or AVX512-BF16).",
+        description="bf16 autocast: 'auto' turns it on on a GPU that computes bf16 and off on "
+        "every CPU (on a CPU with AVX512-BF16 it cost 2.30 points of test accuracy, 95% "
+        "interval [0.72, 3.87], for 5% less time; bench/RESULTS.md). 'on' needs native bf16 "
+        "(a CPU with AMX or AVX512-BF16) and is refused where bf16 would be emulated.",
     )
     freeze_layers: int | Literal["auto"] = Field(
         "auto",
         description="Keep the embeddings and the first N transformer layers as loaded (less "
-        "work a step). 'auto': the lower third of the layers when training runs in fp32 on CPU "
-        "(no native bf16), none otherwise; on emulated AVX2 kernels, with their outputs kept "
-        "(cache_frozen_features), the default recipe trained 2.17x as fast as the seed's "
-        "script over five seeds, at a validation accuracy within seed noise of the script's "
-        "(+0.78 ± 1.31 points; bench/RESULTS.md).",
+        "work a step). 'auto': the lower third of the layers when training runs in fp32 on CPU, "
+        "none otherwise; with their outputs kept (cache_frozen_features), the default recipe "
+        "trained 2.23x as fast as the seed's script over five seeds, at a test accuracy within "
+        "noise of the script's (+0.20 points, 95% interval [-0.93, +1.32]; bench/RESULTS.md).",
     )
     cache_frozen_features: bool = Field(
         True,

@@ -28,7 +28,7 @@ BATCH_SIZE = 64
 
 def native_bf16() -> bool:
     """AMX or AVX512-BF16 on CPU, or a bf16-capable GPU: the rule of the project's
-    `tasks.machine_recipe.use_bf16("auto")`, repeated here because this file must run without the
+    `tasks.machine_recipe.native_bf16()`, repeated here because this file must run without the
     project (keep the two in step)."""
     import torch
 

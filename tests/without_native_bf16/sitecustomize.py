@@ -1,6 +1,6 @@
 """Loaded by every Python process when this folder is on PYTHONPATH (`make test-fp32`): the
-CPU then reports no native bf16 (no AMX, no AVX512-BF16), so `--bf16 auto` trains in fp32
-and `--freeze-layers auto` freezes, as on an AVX2-only CPU; test subprocesses inherit it."""
+CPU then reports no native bf16 (no AMX, no AVX512-BF16), so `--bf16 on` is refused, as on
+an AVX2-only CPU; test subprocesses inherit it."""
 
 import torch.cpu
 
