@@ -22,7 +22,7 @@ from typing import Any, Literal, get_args, get_origin
 
 from pydantic import BaseModel
 
-from flows.services import deploy, raise_keyboard_interrupt, ui
+from flows.services import deploy, ui
 from tasks.config import (
     FineTuneConfig,
     PredictConfig,
@@ -33,6 +33,7 @@ from tasks.config import (
     validated,
 )
 from tasks.errors import BAD_INPUT
+from tasks.stop_request import raise_keyboard_interrupt
 
 
 def _parse_bool(text: str) -> bool:

@@ -12,11 +12,9 @@ import sys
 import time
 from pathlib import Path
 
+from tasks.stop_request import raise_keyboard_interrupt
+
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def raise_keyboard_interrupt(signum, frame):
-    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def ui(args: argparse.Namespace) -> int:

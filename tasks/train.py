@@ -27,7 +27,7 @@ from transformers import (
     set_seed,
 )
 
-from tasks import objective
+from tasks import objective, stop_request
 from tasks.config import FineTuneConfig
 from tasks.evaluation import trainer_metrics
 from tasks.frozen_features import FrozenFeatures
@@ -149,6 +149,17 @@ class TrainerAware(TrainerCallback):
     trainer: Trainer | None = None
 
 
+class StopWhenAsked(TrainerCallback):
+    """Raise a stop that a signal asked for again at the next training or prediction step,
+    where the first one was lost (`tasks/stop_request.py`)."""
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if stop_request.requested:
+            raise KeyboardInterrupt(f"{stop_request.requested}, raised again")
+
+    on_prediction_step = on_step_end
+
+
 # The settings that make a training recipe, as a run's description and its model card state
 # it (with what training decided, `TrainResult.decided`).
 RECIPE = (
@@ -224,6 +235,7 @@ def train(
     for callback in callbacks or []:
         if isinstance(callback, TrainerAware):
             callback.trainer = trainer
+    trainer.add_callback(StopWhenAsked)
     if not args.disable_tqdm:
         trainer.remove_callback(ProgressCallback)
         trainer.add_callback(TrainingProgress)

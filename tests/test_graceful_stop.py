@@ -10,6 +10,8 @@ import time
 import pytest
 from mlflow.tracking import MlflowClient
 
+from tasks import stop_request
+
 pytestmark = pytest.mark.slow
 
 
@@ -39,8 +41,33 @@ def test_sigterm_marks_the_run_killed(mrpc_dir, tmp_path):
         _, err = job.communicate(timeout=120)
     finally:
         os.killpg(job.pid, signal.SIGKILL) if job.poll() is None else None
-    assert job.returncode != 0
+    assert job.returncode != 0, err.decode()[-2000:]
     assert client.get_run(runs[0].info.run_id).info.status == "KILLED", err.decode()[-2000:]
+
+
+def test_the_sigterm_handler_keeps_the_request_it_raises(monkeypatch):
+    monkeypatch.setattr(stop_request, "requested", None)
+    with pytest.raises(KeyboardInterrupt, match="signal 15"):
+        stop_request.raise_keyboard_interrupt(signal.SIGTERM, None)
+    assert stop_request.requested == "signal 15"
+
+
+def test_a_lost_stop_request_is_raised_again_at_the_next_step(
+    mrpc_dir, tmp_path, monkeypatch, prefect_backend
+):
+    """As if the handler's KeyboardInterrupt had been dropped inside a finalizer: the request
+    is still noted, training raises it at its first step, and the run ends KILLED."""
+    from flows.fine_tune import fine_tune
+    from tests.support.data import small_train_config
+
+    config = small_train_config(mrpc_dir, tmp_path, num_epochs=1, experiment_name="lost")
+    monkeypatch.setattr(stop_request, "requested", "signal 15")
+    with pytest.raises(KeyboardInterrupt, match="signal 15, raised again"):
+        fine_tune(config)
+    client = MlflowClient(config.tracking_uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("lost").experiment_id])
+    assert run.info.status == "KILLED"
+    assert not client.get_metric_history(run.info.run_id, "train_loss")  # no epoch finished
 
 
 def test_sigterm_during_a_search_leaves_the_study_consistent(mrpc_dir, tmp_path):
