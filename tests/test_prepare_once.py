@@ -8,6 +8,7 @@ from collections import Counter
 import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
+from oracles import pyfunc_predictions, raw_split, scores
 
 from flows import steps
 from flows.fine_tune import fine_tune
@@ -86,6 +87,13 @@ def test_search_with_confirmation_loads_and_tokenizes_once(mrpc_dir, tmp_path, c
     logged = {uri: count for uri, count in model_loads.items() if uri.startswith("models:/")}
     assert logged[summary["winner"]["model_uri"]] == 1
     assert len(logged) == 2 * 2 and set(logged.values()) == {1}, model_loads
+    # the labels its promotion reused are the winner's own: its recorded score is a rescoring
+    # of its logged model, loaded with MLflow alone, on the same 20 validation rows
+    rows = raw_split(mrpc_dir, "validation", 20)
+    rescored = pyfunc_predictions(summary["winner"]["model_uri"], rows, {"precision": "fp32"})
+    decision = summary["decision"]
+    expected = scores(rows["label"], rescored["label"])[decision.metric]
+    assert decision.challenger_score == pytest.approx(expected, abs=1e-12)
 
 
 def test_retrain_loads_and_tokenizes_once(mrpc_dir, tmp_path, calls):
