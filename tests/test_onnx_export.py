@@ -112,6 +112,24 @@ def test_fp32_export_gives_the_full_models_fp32_scores(exported, mrpc_dir):
     assert (onnx["score"] - full["score"]).abs().max() < 1e-4
 
 
+@pytest.mark.parametrize("served", ["full model, fp32", "fp32 export"])
+def test_a_row_does_not_depend_on_its_batch_neighbours(exported, mrpc_dir, served):
+    """The same 150 rows in batches of 1, 7 and 64 (other neighbours, other padding): every
+    row's score within 1e-5, every label equal."""
+    tmp_path, runs = exported
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
+    result = runs["fp32"]
+    uri = result.model_uri if served.startswith("full") else result.onnx.model_uri
+    frame = raw_split(mrpc_dir, "test", 150)
+    by_size = {
+        size: pyfunc_predictions(uri, frame, {"precision": "fp32", "batch_size": size})
+        for size in (1, 7, 64)
+    }
+    for size in (1, 7):
+        assert by_size[size]["label"].tolist() == by_size[64]["label"].tolist()
+        assert (by_size[size]["score"] - by_size[64]["score"]).abs().max() < 1e-5
+
+
 @pytest.mark.parametrize("precision", ["fp32", "int8"])
 def test_predict_with_onnx_runtime_only_when_fit(exported, mrpc_dir, precision, prefect_backend):
     tmp_path, runs = exported
