@@ -243,7 +243,9 @@ def check(
     if changed:
         warnings.append(f"library versions differ: {', '.join(changed)}")
     bf16 = use_bf16(config.bf16)
-    frozen = layers_to_freeze(config.freeze_layers, bf16, load_model(model_path, data.label_names))
+    # 'auto' counts the model's layers; a pinned count needs no weights loaded
+    model = load_model(model_path, data.label_names) if config.freeze_layers == "auto" else None
+    frozen = layers_to_freeze(config.freeze_layers, bf16, model)
     ran = params.get("bf16_active") == "True", int(params.get("frozen_layers", frozen))
     if "bf16_active" in params and ran != (bf16, frozen):
         warnings.append(
