@@ -73,8 +73,9 @@ class FineTuneConfig(BaseModel):
     bf16: Literal["auto", "on", "off"] = Field(
         "auto",
         description="bf16 autocast: 'auto' turns it on on a GPU that computes bf16 and off on "
-        "every CPU (on a CPU with AVX512-BF16 it cost 2.30 points of test accuracy, 95% "
-        "interval [0.72, 3.87], for 5% less time; bench/RESULTS.md). 'on' needs native bf16 "
+        "every CPU (on a 2-core CPU with AVX512-BF16 it cost 2.30 points of MRPC test "
+        "accuracy, 95% interval [0.72, 3.87] over 5 paired seeds, for 5% less time; "
+        "bench/RESULTS.md). 'on' needs native bf16 "
         "(a CPU with AMX or AVX512-BF16) and is refused where bf16 would be emulated.",
     )
     freeze_layers: int | Literal["auto"] = Field(
@@ -82,8 +83,9 @@ class FineTuneConfig(BaseModel):
         description="Keep the embeddings and the first N transformer layers as loaded (less "
         "work a step). 'auto': the lower third of the layers when training runs in fp32 on CPU, "
         "none otherwise; with their outputs kept (cache_frozen_features), the default recipe "
-        "trained 2.23x as fast as the seed's script over five seeds, at a test accuracy within "
-        "noise of the script's (+0.20 points, 95% interval [-0.93, +1.32]; bench/RESULTS.md).",
+        "on a 2-core CPU with AVX512-BF16 trained 2.23x as fast as the seed's script over 5 "
+        "paired seeds, at an MRPC test accuracy within noise of the script's (+0.20 points, 95% "
+        "interval [-0.93, +1.32]; bench/RESULTS.md).",
     )
     cache_frozen_features: bool = Field(
         True,
