@@ -17,8 +17,9 @@ project's own export (`tasks.onnx_export.export_onnx(..., "fp32")`) and is measu
   integer MatMuls, or dequantised back to fp32?) and the size on disk.
 
 Variants are named by dash-separated tokens:
-- `dynamic`: `quantize_dynamic(per_channel=True, weight_type=QInt8)`, as exported today
-  (it also quantises the embedding tables: `Gather`); `-matmul`: MatMul only; `-rr`: reduce_range.
+- `dynamic`: `quantize_dynamic(per_channel=True, weight_type=QInt8)`, the product's int8 export
+  until 2026-12-06 (it also quantises the embedding tables: `Gather`); `-matmul`: MatMul only;
+  `-rr`: reduce_range.
 - `static-<u8|s8>-<minmax|percentile|entropy>`: `quantize_static`, QDQ format, per-channel int8
   weights, activations QUInt8 / QInt8 calibrated on `--calibration-rows` train rows (batches
   of 16, length order, padded per batch) by that method, `op_types_to_quantize=["MatMul"]`;
@@ -27,6 +28,10 @@ Variants are named by dash-separated tokens:
   `-gemm` also the pooler and classifier Gemms, `-rr` reduce_range (7-bit weights, for CPUs
   without VNNI), `-sym` symmetric activations, `-fpout` no QDQ on the MatMul outputs
   (`OpTypesToExcludeOutputQuantization`).
+- `blockwise-b<N>-acc<L>`: `tasks.onnx_export.quantize_int8` (the product's int8 export is
+  `blockwise-b16-acc4`): MatMulNBits, symmetric int8 weights in blocks of N along the inner
+  dimension; accuracy level 4 multiplies in int8 with each row's activations quantised per
+  block, level 1 dequantises the weights and multiplies in fp32.
 - `fallback-<static options>`: accuracy-driven fallback on that static variant. Each MatMul's
   harm is measured alone (only that node quantised: label flips against fp32 on
   `--selection-rows` train rows not used for calibration, then the mean probability change),
@@ -78,11 +83,11 @@ from onnxruntime.quantization.shape_inference import quant_pre_process
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from bench.common import RESULTS, save
-from tasks.onnx_export import MAX_ACCURACY_DROP, MIN_LABEL_AGREEMENT, export_onnx
+from tasks.onnx_export import MAX_ACCURACY_DROP, MIN_LABEL_AGREEMENT, export_onnx, quantize_int8
 from tasks.tokenization import by_length
 
 DEFAULT_VARIANTS = (
-    "dynamic,dynamic-matmul,dynamic-rr,static-u8-minmax,static-s8-minmax-sym,"
+    "blockwise-b16-acc4,blockwise-b32-acc4,blockwise-b16-acc1,dynamic,dynamic-matmul,dynamic-rr,static-u8-minmax,static-s8-minmax-sym,"
     "static-u8-percentile,static-s8-percentile-sym,static-u8-minmax-rr,static-u8-minmax-weights,"
     "static-u8-percentile-weights,static-u8-minmax-fpout,static-u8-minmax-weights-fpout,"
     "fallback-u8-minmax"
@@ -90,9 +95,9 @@ DEFAULT_VARIANTS = (
 BATCH_SIZES = (1, 7, 32, 64)  # batch dependence; the first is the reference
 SPEED_BATCH = 64
 CALIBRATION_BATCH = 16
-KERNELS = ("MatMul", "Gemm", "QLinearMatMul", "MatMulInteger", "MatMulIntegerToFloat",
-           "DynamicQuantizeMatMul", "QGemm", "QuantizeLinear", "DequantizeLinear",
-           "DynamicQuantizeLinear", "QAttention", "Attention")  # fmt: skip
+KERNELS = ("MatMul", "MatMulNBits", "Gemm", "QLinearMatMul", "MatMulInteger",
+           "MatMulIntegerToFloat", "DynamicQuantizeMatMul", "QGemm", "QuantizeLinear",
+           "DequantizeLinear", "DynamicQuantizeLinear", "QAttention", "Attention")  # fmt: skip
 SDPA = "scaled_dot_product_attention"
 METHODS = {
     "minmax": CalibrationMethod.MinMax,
@@ -120,6 +125,8 @@ class Variant:
     symmetric: bool = False
     float_out: bool = False
     matmul_only: bool = False  # dynamic: leave Gather (embeddings) alone
+    block_size: int = 16  # blockwise
+    accuracy_level: int = 4  # blockwise
 
     @property
     def op_types(self) -> list[str]:
@@ -132,11 +139,15 @@ FLAGS = {"weights": "weights_only", "gemm": "gemm", "rr": "reduce_range", "sym":
 
 def parse_variant(name: str) -> Variant:
     kind, *tokens = name.split("-")
-    if kind not in ("dynamic", "static", "fallback"):
-        raise ValueError(f"{name}: starts with dynamic, static or fallback")
+    if kind not in ("dynamic", "static", "fallback", "blockwise"):
+        raise ValueError(f"{name}: starts with dynamic, static, blockwise or fallback")
     variant = Variant(name, kind)
     for token in tokens:
-        if token in ACTIVATIONS:
+        if token.startswith("acc") and token[3:].isdigit():
+            variant = replace(variant, accuracy_level=int(token[3:]))
+        elif token.startswith("b") and token[1:].isdigit():
+            variant = replace(variant, block_size=int(token[1:]))
+        elif token in ACTIVATIONS:
             variant = replace(variant, activation=token)
         elif token in METHODS:
             variant = replace(variant, method=token)
@@ -563,6 +574,8 @@ def build(
         return quantiser.dynamic(variant, out), None
     if variant.kind == "static":
         return quantiser.static(variant, out), None
+    if variant.kind == "blockwise":
+        return quantize_int8(quantiser.fp32, out, variant.block_size, variant.accuracy_level), None
     chosen = candidates(nodes, variant)
     return fallback(bench, quantiser, variant, chosen, args.selection_target, args.max_fallback)
 

@@ -34,7 +34,7 @@ from tasks.config import PACKAGED_MODEL
 from tasks.machine_recipe import native_bf16
 from tasks.model import load_model, resolve_model
 from tasks.onnx_export import ONNX_REQUIREMENTS, export_onnx
-from tasks.registry import Holdout, predict_labels
+from tasks.registry import Holdout, timed_labels
 from tasks.uncertainty import Scoring
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"  # where the logged model runs too
@@ -164,9 +164,11 @@ def main() -> None:
             for split, data in (("validation", labelled(args.data_dir, "validation", None)),
                                 ("test", frame)):  # fmt: skip
                 holdout = Holdout(data, label_names, Scoring(len(label_names), 1), split)
-                full = predict_labels(uris["pyfunc"], data, label_names)
+                full, seconds = timed_labels(uris["pyfunc"], data, label_names)
                 for name in ("onnx fp32", "onnx int8"):
-                    parity[f"{name} {split}"] = onnx_export.parity(full, uris[name], holdout)
+                    parity[f"{name} {split}"] = onnx_export.parity(
+                        full, seconds, uris[name], holdout
+                    )
 
     best_plain = max(v["rows_per_second"] for k, v in measured.items() if k.startswith("plain"))
     print(f"{rows} rows of MRPC test, bf16 native: {bf16}, model: {args.model_uri or 'packaged'}")

@@ -20,6 +20,7 @@ import optuna
 from flows.fine_tune import fine_tune
 from tasks import search, tracking
 from tasks.config import SearchConfig
+from tasks.onnx_export import OnnxExport
 from tasks.prepared import Prepared
 from tasks.reporting import FineTuneResult
 from tasks.study_record import STUDY_TAG
@@ -33,6 +34,7 @@ class Confirmation:
     # the winner's logged model's labels on the validation rows, where its run scored them
     # (an ONNX export's parity): its promotion need not score them again
     winner_labels: np.ndarray | None
+    winner_export: OnnxExport | None  # the winner's checked ONNX export, where it has one
 
 
 def confirm_and_pick(
@@ -99,6 +101,7 @@ def confirm_and_pick(
         winner,
         confirmation_description(results, winner),
         base_runs[winner["run_id"]].holdout_labels,
+        base_runs[winner["run_id"]].onnx,
     )
 
 

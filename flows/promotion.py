@@ -19,6 +19,7 @@ from prefect.concurrency.sync import concurrency
 from prefect.exceptions import ObjectAlreadyExists
 
 from tasks import registry, tracking
+from tasks.onnx_export import OnnxExport
 
 
 def ensure_limit(name: str) -> None:
@@ -50,11 +51,17 @@ def register_and_promote(
     holdout: registry.Holdout,
     policy: registry.PromotionPolicy,
     challenger: np.ndarray | None = None,
+    export: OnnxExport | None = None,
 ) -> registry.Decision:
     """Register the run's model, promote it if better, and record the decision on the run;
-    `challenger`: the model's labels on the holdout rows, where they are known already."""
+    `challenger`: the model's labels on the holdout rows, where they are known already;
+    `export`: the model's checked ONNX export, whose parity and speed-up the version's
+    description then gives too."""
     version = registry.register(client, model_uri, model_name, run_id)
     decision = promote(client, model_name, version, holdout, policy, challenger)
+    if export is not None:
+        description = f"{decision.describe()}\n\n{export.describe()}"
+        client.update_model_version(model_name, version, description=description)
     for key, value in decision.as_tags().items():
         client.set_tag(run_id, key, value)
     tracking.log_metrics(client, run_id, decision.metrics())

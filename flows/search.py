@@ -88,6 +88,7 @@ def search_flow(config: SearchConfig | None = None, force: bool = False) -> dict
                 shared.prepared.holdout(),
                 PromotionPolicy.of(config.train),
                 confirmation.winner_labels,
+                confirmation.winner_export,
             )
             for key, value in decision.as_tags().items():
                 client.set_tag(parent_id, key, value)

@@ -36,7 +36,7 @@ from tasks.errors import BAD_INPUT
 from tasks.model_card import CardFacts, render
 from tasks.onnx_export import OnnxExport
 from tasks.prepared import Prepared
-from tasks.registry import Decision, PromotionPolicy, predict_labels
+from tasks.registry import Decision, PromotionPolicy, timed_labels
 from tasks.worth_a_look import most_confidently_wrong
 
 log = logging.getLogger(__name__)
@@ -70,7 +70,7 @@ evaluate = task(evaluation.evaluate_model, name="evaluate", cache_policy=NONE)
 log_evaluation = task(tracking.log_evaluation, name="log-evaluation", cache_policy=NONE)
 record_calibration = task(calibration.record, name="calibration", cache_policy=NONE)
 log_model = task(packaging.log_classifier_model, name="log-model", cache_policy=NONE)
-score_logged_model = task(predict_labels, name="score-logged-model", cache_policy=NONE)
+score_logged_model = task(timed_labels, name="score-logged-model", cache_policy=NONE)
 log_onnx_export = task(onnx_export.log_checked_export, name="log-onnx-export", cache_policy=NONE)
 
 
@@ -194,13 +194,15 @@ def publish(
     if config.onnx_export == "none" and not config.registered_model_name:
         return Published(model_uri)
     holdout = prepared.holdout()
-    scored = score_logged_model(model_uri, holdout.frame, holdout.label_names)
+    scored, seconds = score_logged_model(model_uri, holdout.frame, holdout.label_names)
     onnx = decision = None
     if config.onnx_export != "none":
-        onnx = log_onnx_export(client, run, package, config.onnx_export, scored, holdout, facts)
+        onnx = log_onnx_export(
+            client, run, package, config.onnx_export, scored, seconds, holdout, facts
+        )
     if config.registered_model_name:
         decision = register_and_promote(
             client, model_uri, run_id, config.registered_model_name, holdout,
-            PromotionPolicy.of(config), scored,
+            PromotionPolicy.of(config), scored, onnx,
         )  # fmt: skip
     return Published(model_uri, onnx, decision, scored)

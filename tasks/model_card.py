@@ -59,7 +59,12 @@ def served_by_onnx(precision: str, parity: str) -> str:
     """How an ONNX export predicts, and how it compares with the model the scores belong to."""
     return (
         f"This is its ONNX Runtime export ({precision}"
-        + (", weights and activations quantised dynamically" if precision == "int8" else "")
+        + (
+            ", int8 weights in blocks of 16 and int8 products, each row's activations "
+            "quantised on their own"
+            if precision == "int8"
+            else ""
+        )
         + "), which predicts on CPU without torch; the scores above are the full model's. "
         + parity
     )

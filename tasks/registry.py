@@ -9,6 +9,7 @@ point difference: on a few hundred rows, two seeds of one recipe differ by more 
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import asdict, dataclass
 from typing import Literal
 
@@ -168,11 +169,20 @@ def champion_version(client: MlflowClient, name: str) -> str | None:
 
 def predict_labels(model_uri: str, frame: pd.DataFrame, label_names: list[str]) -> np.ndarray:
     """Label ids a logged model predicts for the frame's rows, in fp32 where it has a choice."""
+    return timed_labels(model_uri, frame, label_names)[0]
+
+
+def timed_labels(
+    model_uri: str, frame: pd.DataFrame, label_names: list[str]
+) -> tuple[np.ndarray, float]:
+    """`predict_labels` and the seconds its prediction took (loading the model left out)."""
     model = mlflow.pyfunc.load_model(model_uri)
     columns = [c for c in ("text", "text_pair") if c in frame.columns]
+    started = time.perf_counter()
     output = model.predict(frame[columns], params=_fp32_if_supported(model))
+    seconds = time.perf_counter() - started
     ids = {name: i for i, name in enumerate(label_names)}
-    return np.array([ids[str(label)] for label in output["label"]])
+    return np.array([ids[str(label)] for label in output["label"]]), seconds
 
 
 def _fp32_if_supported(model) -> dict | None:

@@ -91,12 +91,27 @@ def test_recorded_parity_is_a_rescoring_of_both_models(exported, mrpc_dir, preci
     assert run.data.tags["finetrack.onnx.fit_to_serve"] == str(fit).lower()
     assert result.onnx.fit_to_serve == fit
     assert f"{agreement:.2%}" in run.data.tags["mlflow.note.content"]
+    # the speed-up is the ratio of the two rates recorded, each timed within the run
+    full_rate, onnx_rate = metrics["full_model_rows_per_second"], metrics["onnx_rows_per_second"]
+    assert metrics["onnx_speedup"] == pytest.approx(onnx_rate / full_rate, rel=1e-9)
+    run_seconds = (run.info.end_time - run.info.start_time) / 1000
+    assert ROWS / full_rate + ROWS / onnx_rate < run_seconds
+    assert (
+        f"{metrics['onnx_speedup']:.2f}x the full model's rows per second"
+        in (run.data.tags["mlflow.note.content"])
+    )
     # each model's card says how that model predicts; the export's gives its parity
     full_card = card(client, result.model_uri, tmp_path / precision / "full")
     onnx_card = card(client, onnx_uri, tmp_path / precision / "onnx")
     assert SERVED_BY_TORCH in full_card and SERVED_BY_TORCH not in onnx_card
     assert f"ONNX Runtime export ({precision}" in onnx_card
     assert f"on {agreement:.2%} of the validation rows" in onnx_card
+    assert f"{metrics['onnx_speedup']:.2f}x" in onnx_card
+    # the registered version's description gives the export's parity and speed-up too
+    version = "1" if precision == "fp32" else "2"
+    description = client.get_model_version("onnx", version).description
+    assert f"on {agreement:.2%} of the validation rows" in description
+    assert f"{metrics['onnx_speedup']:.2f}x" in description
 
 
 def test_fp32_export_gives_the_full_models_fp32_scores(exported, mrpc_dir):
@@ -112,13 +127,14 @@ def test_fp32_export_gives_the_full_models_fp32_scores(exported, mrpc_dir):
     assert (onnx["score"] - full["score"]).abs().max() < 1e-4
 
 
-@pytest.mark.parametrize("served", ["full model, fp32", "fp32 export"])
+@pytest.mark.parametrize("served", ["full model, fp32", "fp32 export", "int8 export"])
 def test_a_row_does_not_depend_on_its_batch_neighbours(exported, mrpc_dir, served):
     """The same 150 rows in batches of 1, 7 and 64 (other neighbours, other padding): every
-    row's score within 1e-5, every label equal."""
+    row's score within 1e-5, every label equal; the int8 export quantises each row's
+    activations on their own."""
     tmp_path, runs = exported
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
-    result = runs["fp32"]
+    result = runs["int8" if served.startswith("int8") else "fp32"]
     uri = result.model_uri if served.startswith("full") else result.onnx.model_uri
     frame = raw_split(mrpc_dir, "test", 150)
     by_size = {
@@ -158,8 +174,6 @@ def test_predict_with_onnx_runtime_only_when_fit(exported, mrpc_dir, precision, 
     outcome = predict(config)
     assert outcome["model_uri"] == result.onnx.model_uri
     written = pd.read_csv(outcome["output_path"])
-    # same batches as the flow's: int8 activations are quantised per batch, so a row's score
-    # moves with its neighbours (measured: up to 0.02 between batches of 32 and 64)
     expected = pyfunc_predictions(result.onnx.model_uri, rows, {"batch_size": 32})
     assert written["predicted_label"].tolist() == expected["label"].tolist()
     assert (written["probability"] - expected["score"]).abs().max() < 1e-6

@@ -94,6 +94,12 @@ def test_search_with_confirmation_loads_and_tokenizes_once(mrpc_dir, tmp_path, c
     decision = summary["decision"]
     expected = scores(rows["label"], rescored["label"])[decision.metric]
     assert decision.challenger_score == pytest.approx(expected, abs=1e-12)
+    # the registered winner's description gives its export's recorded parity and speed-up
+    client = MlflowClient(train.tracking_uri)
+    metrics = client.get_run(summary["winner"]["run_id"]).data.metrics
+    description = client.get_model_version("once-model", decision.challenger_version).description
+    assert f"on {metrics['onnx_label_agreement']:.2%} of the validation rows" in description
+    assert f"{metrics['onnx_speedup']:.2f}x the full model's rows per second" in description
 
 
 def test_retrain_loads_and_tokenizes_once(mrpc_dir, tmp_path, calls):
