@@ -77,6 +77,7 @@ def retrain(config: RetrainConfig | None = None) -> dict:
         config.registered_model_name,
         prepared.holdout(config.evaluation_split),
         registry.PromotionPolicy.of(prepared.config, metric=config.metric),
+        export=challenger.onnx,
     )
     logger.info("%s", decision.describe())
     create_markdown_artifact(decision.markdown(), key="retrain-decision")

@@ -76,19 +76,26 @@ def export_onnx(model, tokenizer, folder: Path, precision: OnnxPrecision) -> Pat
 
 
 def quantize_int8(source: Path, out: Path, block_size: int = 16, accuracy_level: int = 4) -> Path:
-    """The weights of every MatMul as symmetric int8 in blocks of `block_size` along the inner
-    dimension (ONNX Runtime's MatMulNBits); accuracy level 4 multiplies in int8, quantising
-    each row's activations per block as it runs, so a row's score does not depend on its
-    batch neighbours (dynamic quantisation's per-batch scales moved a probability by up to
-    0.61). On the default model of MRPC (seed 42) blocks of 16 kept 99.75% of the validation
-    and 99.65% of the test labels (blocks of 32: 99.51% / 99.36%; dynamic per-channel int8:
-    96.08% / 97.04%; bench/recorded/2026-12-06-cpu-avx512bf16-int8-blockwise)."""
+    """The weights of every MatMul with a weight input as symmetric int8 in blocks of
+    `block_size` along the inner dimension (ONNX Runtime's MatMulNBits); accuracy level 4
+    multiplies in int8 where the CPU has the kernel, quantising each row's activations per
+    block as it runs, so a row's score does not depend on its batch neighbours (dynamic
+    quantisation's per-batch scales moved a probability by up to 0.61). On the default model
+    of MRPC (seed 42) blocks of 16 kept 99.75% of the validation and 99.65% of the test labels
+    (blocks of 32: 99.51% / 99.36%; dynamic per-channel int8: 96.08% / 97.04%;
+    bench/recorded/2026-12-06-cpu-avx512bf16-int8-blockwise)."""
     import onnx
     from onnxruntime.quantization import QuantFormat
-    from onnxruntime.quantization.matmul_nbits_quantizer import (
+
+    root = logging.getLogger()
+    handlers, root_level = list(root.handlers), root.level
+    from onnxruntime.quantization.matmul_nbits_quantizer import (  # calls logging.basicConfig
         DefaultWeightOnlyQuantConfig,
         MatMulNBitsQuantizer,
     )
+
+    root.handlers[:] = handlers
+    root.setLevel(root_level)
 
     settings = {"block_size": block_size, "is_symmetric": True, "accuracy_level": accuracy_level}
     config = DefaultWeightOnlyQuantConfig(bits=8, quant_format=QuantFormat.QOperator, **settings)
@@ -114,9 +121,10 @@ def parity(
     full: np.ndarray, full_seconds: float, onnx_uri: str, holdout: Holdout
 ) -> dict[str, float]:
     """The export scored on the holdout through `mlflow.pyfunc` against `full`, the full
-    model's labels on the same rows in fp32 (`predict_labels`), which took `full_seconds`:
+    model's labels on the same rows in fp32 (`timed_labels`), which took `full_seconds`:
     label agreement, the export's accuracy and F1, its accuracy drop, and both models' rows
-    per second there (this machine, prediction alone) with their ratio."""
+    per second there (one pass each on this machine, tokenisation included, loading left out)
+    with their ratio."""
     exported, onnx_seconds = timed_labels(onnx_uri, holdout.frame, holdout.label_names)
     truth = holdout.frame["label"].to_numpy()
     full_metrics = compute_metrics(full, truth, holdout.scoring)
@@ -133,6 +141,13 @@ def parity(
     }
 
 
+def serving_device() -> str:
+    """Where the full model's pyfunc predicts here (`tasks/serving/classifier.py`)."""
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 def passes(measured: dict[str, float]) -> bool:
     return (
         measured["onnx_label_agreement"] >= MIN_LABEL_AGREEMENT
@@ -147,6 +162,7 @@ class OnnxExport:
     precision: OnnxPrecision
     model_uri: str
     parity: dict[str, float]
+    full_model_device: str = "cpu"  # where the full model was timed; the export runs on CPU
 
     @property
     def fit_to_serve(self) -> bool:
@@ -161,6 +177,7 @@ class OnnxExport:
             f"model on {measured['onnx_label_agreement']:.2%} of the validation rows, accuracy "
             f"{accuracy:.4f} ({measured['onnx_accuracy_drop'] * 100:+.2f} points below), "
             f"{measured['onnx_speedup']:.2f}x the full model's rows per second in fp32 there "
+            f"(on {self.full_model_device}) "
             f"({measured['onnx_rows_per_second']:.1f} against "
             f"{measured['full_model_rows_per_second']:.1f}, at export): {verdict}."
         )
@@ -187,7 +204,7 @@ def log_checked_export(
             ONNX_REQUIREMENTS,
         )  # fmt: skip
     measured = parity(full, full_seconds, info.model_uri, holdout)
-    result = OnnxExport(precision, info.model_uri, measured)
+    result = OnnxExport(precision, info.model_uri, measured, serving_device())
     served = model_card.served_by_onnx(precision, result.describe())
     write_card(client, info.model_id, model_card.render(facts, served))
     tracking.log_metrics(client, run.run_id, result.parity)

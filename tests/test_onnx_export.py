@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import mlflow
+import onnx
 import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
@@ -63,6 +64,15 @@ def card(client: MlflowClient, model_uri: str, folder) -> str:
     return Path(path).read_text()
 
 
+def exported_graph(client: MlflowClient, model_uri: str, folder: Path) -> onnx.GraphProto:
+    """The graph of a logged ONNX export, downloaded from its artifact location."""
+    location = client.get_logged_model(model_uri.removeprefix("models:/")).artifact_location
+    path = mlflow.artifacts.download_artifacts(
+        f"{location}/artifacts/onnx/model.onnx", dst_path=str(folder)
+    )
+    return onnx.load(path, load_external_data=False).graph
+
+
 @pytest.mark.parametrize("precision", ["fp32", "int8"])
 def test_recorded_parity_is_a_rescoring_of_both_models(exported, mrpc_dir, precision):
     tmp_path, runs = exported
@@ -78,15 +88,17 @@ def test_recorded_parity_is_a_rescoring_of_both_models(exported, mrpc_dir, preci
 
     frame = raw_split(mrpc_dir, "validation", ROWS)
     full = pyfunc_predictions(result.model_uri, frame, {"precision": "fp32"})["label"]
-    onnx = pyfunc_predictions(onnx_uri, frame)["label"]
+    exported_labels = pyfunc_predictions(onnx_uri, frame)["label"]
     metrics = run.data.metrics
-    agreement = (full == onnx).mean()
-    drop = accuracy_score(frame["label"], full) - accuracy_score(frame["label"], onnx)
+    agreement = (full == exported_labels).mean()
+    drop = accuracy_score(frame["label"], full) - accuracy_score(frame["label"], exported_labels)
     assert metrics["onnx_label_agreement"] == pytest.approx(agreement, abs=1e-12)
     assert metrics["onnx_validation_accuracy"] == pytest.approx(
-        accuracy_score(frame["label"], onnx), abs=1e-12
+        accuracy_score(frame["label"], exported_labels), abs=1e-12
     )
-    assert metrics["onnx_validation_f1"] == pytest.approx(f1_score(frame["label"], onnx), abs=1e-12)
+    assert metrics["onnx_validation_f1"] == pytest.approx(
+        f1_score(frame["label"], exported_labels), abs=1e-12
+    )
     assert metrics["onnx_accuracy_drop"] == pytest.approx(drop, abs=1e-12)
     fit = agreement >= MIN_AGREEMENT and drop <= MAX_DROP
     assert run.data.tags["finetrack.onnx.fit_to_serve"] == str(fit).lower()
@@ -101,6 +113,15 @@ def test_recorded_parity_is_a_rescoring_of_both_models(exported, mrpc_dir, preci
         f"{metrics['onnx_speedup']:.2f}x the full model's rows per second"
         in (run.data.tags["mlflow.note.content"])
     )
+    if precision == "int8":  # blockwise int8 weights, int8 products
+        graph = exported_graph(client, onnx_uri, tmp_path / "int8-graph")
+        blockwise = [node for node in graph.node if node.op_type == "MatMulNBits"]
+        assert len(blockwise) == 36  # Q, K, V, output and both FFN matrices of 6 layers
+        for node in blockwise:
+            settings = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+            assert (settings["bits"], settings["block_size"], settings["accuracy_level"]) == (
+                8, 16, 4,
+            )  # fmt: skip
     # each model's card says how that model predicts; the export's gives its parity
     full_card = card(client, result.model_uri, tmp_path / precision / "full")
     onnx_card = card(client, onnx_uri, tmp_path / precision / "onnx")
@@ -122,10 +143,10 @@ def test_fp32_export_gives_the_full_models_fp32_scores(exported, mrpc_dir):
     result = runs["fp32"]
     frame = raw_split(mrpc_dir, "test", 150)  # batches of 64, 64, 22 with other lengths
     full = pyfunc_predictions(result.model_uri, frame, {"precision": "fp32"})
-    onnx = pyfunc_predictions(result.onnx.model_uri, frame)
+    onnx_scores = pyfunc_predictions(result.onnx.model_uri, frame)
     assert full["label"].nunique() == 2  # a model that predicts both classes
-    assert onnx["label"].tolist() == full["label"].tolist()
-    assert (onnx["score"] - full["score"]).abs().max() < 1e-4
+    assert onnx_scores["label"].tolist() == full["label"].tolist()
+    assert (onnx_scores["score"] - full["score"]).abs().max() < 1e-4
 
 
 @pytest.mark.parametrize("served", ["full model, fp32", "fp32 export", "int8 export"])
@@ -147,37 +168,64 @@ def test_a_row_does_not_depend_on_its_batch_neighbours(exported, mrpc_dir, serve
         assert (by_size[size]["score"] - by_size[64]["score"]).abs().max() < 1e-5
 
 
-@pytest.mark.parametrize("precision", ["fp32", "int8"])
-def test_predict_with_onnx_runtime_only_when_fit(exported, mrpc_dir, precision, prefect_backend):
-    tmp_path, runs = exported
+def predict_with_onnx(tmp_path: Path, mrpc_dir, precision: str):
+    """`finetrack predict --runtime onnx` of the precision's registered version on 70 test rows
+    in batches of 32; returns the rows and the outcome (or raises as predict does)."""
     tracking_uri = f"sqlite:///{tmp_path}/mlflow.db"
     mlflow.set_tracking_uri(tracking_uri)
-    result = runs[precision]
-    version = "1" if precision == "fp32" else "2"
     rows = raw_split(mrpc_dir, "test", 70)
     path = tmp_path / f"to-predict-{precision}.csv"
     rows.drop(columns="label").to_csv(path, index=False)
     config = PredictConfig(
         input_path=path,
-        model_version=version,
+        model_version="1" if precision == "fp32" else "2",
         registered_model_name="onnx",
         tracking_uri=tracking_uri,
         runtime="onnx",
         batch_size=32,
     )
-    fit = fit_by_the_bar(MlflowClient(tracking_uri).get_run(result.run_id).data.metrics)
+    return rows, predict(config)
+
+
+def assert_served_by_the_export(outcome: dict, rows: pd.DataFrame, onnx_uri: str) -> None:
+    """The written predictions are the export's own, scored through `mlflow.pyfunc` in batches
+    of another size (64)."""
+    assert outcome["model_uri"] == onnx_uri
+    written = pd.read_csv(outcome["output_path"])
+    expected = pyfunc_predictions(onnx_uri, rows)
+    assert written["predicted_label"].tolist() == expected["label"].tolist()
+    assert (written["probability"] - expected["score"]).abs().max() < 1e-5
+
+
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_predict_with_onnx_runtime_only_when_fit(exported, mrpc_dir, precision, prefect_backend):
+    tmp_path, runs = exported
+    result = runs[precision]
+    metrics = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db").get_run(result.run_id).data.metrics
+    fit = fit_by_the_bar(metrics)
     if precision == "fp32":
         assert fit  # the fp32 graph computes what torch computes: the served path is tested
     if not fit:
         with pytest.raises(NoModelError, match="failed the parity check"):
-            predict(config)
+            predict_with_onnx(tmp_path, mrpc_dir, precision)
         return
-    outcome = predict(config)
-    assert outcome["model_uri"] == result.onnx.model_uri
-    written = pd.read_csv(outcome["output_path"])
-    expected = pyfunc_predictions(result.onnx.model_uri, rows, {"batch_size": 32})
-    assert written["predicted_label"].tolist() == expected["label"].tolist()
-    assert (written["probability"] - expected["score"]).abs().max() < 1e-6
+    rows, outcome = predict_with_onnx(tmp_path, mrpc_dir, precision)
+    assert_served_by_the_export(outcome, rows, result.onnx.model_uri)
+
+
+def test_predict_serves_an_int8_export_marked_fit(exported, mrpc_dir, prefect_backend):
+    """The served path of the int8 export, whatever this machine measured: its run's tag set to
+    fit."""
+    tmp_path, runs = exported
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    run_id = runs["int8"].run_id
+    recorded = client.get_run(run_id).data.tags["finetrack.onnx.fit_to_serve"]
+    client.set_tag(run_id, "finetrack.onnx.fit_to_serve", "true")
+    try:
+        rows, outcome = predict_with_onnx(tmp_path, mrpc_dir, "int8")
+    finally:
+        client.set_tag(run_id, "finetrack.onnx.fit_to_serve", recorded)
+    assert_served_by_the_export(outcome, rows, runs["int8"].onnx.model_uri)
 
 
 def test_predict_onnx_refused_for_an_export_that_failed_parity(exported):

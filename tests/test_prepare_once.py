@@ -105,11 +105,21 @@ def test_search_with_confirmation_loads_and_tokenizes_once(mrpc_dir, tmp_path, c
 def test_retrain_loads_and_tokenizes_once(mrpc_dir, tmp_path, calls):
     train = small_train_config(
         mrpc_dir, tmp_path, max_train_samples=24, max_eval_samples=20, num_epochs=1,
-        experiment_name="once-retrain",
+        experiment_name="once-retrain", onnx_export="fp32",
     )  # fmt: skip
     result = retrain(RetrainConfig(train=train, registered_model_name="once-rt"))
     assert result["decision"].promoted
     assert calls == {"load_data": 1, "tokenize": 1}
+    # the registered version's description gives the export's recorded parity and speed-up
+    client = MlflowClient(train.tracking_uri)
+    metrics = client.get_run(result["run_id"]).data.metrics
+    description = client.get_model_version("once-rt", result["decision"].challenger_version)
+    assert f"on {metrics['onnx_label_agreement']:.2%} of the validation rows" in (
+        description.description
+    )
+    assert f"{metrics['onnx_speedup']:.2f}x the full model's rows per second" in (
+        description.description
+    )
 
 
 def test_fine_tune_never_reads_back_its_own_run(mrpc_dir, tmp_path, calls, run_reads):
