@@ -281,3 +281,18 @@ def test_onnx_export_refused_up_front_without_onnxruntime(monkeypatch):
     )
     with pytest.raises(ValueError, match=r"needs onnxruntime: pip install 'finetrack\[onnx\]'"):
         FineTuneConfig(onnx_export="int8")
+
+
+def test_int8_export_refused_up_front_with_an_older_onnxruntime(monkeypatch):
+    """Before any run: an onnxruntime without the 8-bit MatMulNBits quantiser."""
+    import importlib.metadata
+
+    real = importlib.metadata.version
+    monkeypatch.setattr(
+        importlib.metadata,
+        "version",
+        lambda name: "1.21.1" if name == "onnxruntime" else real(name),
+    )
+    with pytest.raises(ValueError, match=r"the int8 export needs onnxruntime>=1\.22 \(1\.21\.1"):
+        FineTuneConfig(onnx_export="int8")
+    assert FineTuneConfig(onnx_export="fp32").onnx_export == "fp32"

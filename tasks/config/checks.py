@@ -3,11 +3,13 @@ pydantic's error list into one message."""
 
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
 from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
+from packaging.version import Version
 from pydantic import BaseModel, ValidationError
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
@@ -30,6 +32,16 @@ def require_onnx(*modules: str) -> None:
     if missing:
         raise ValueError(
             f"needs {', '.join(missing)}: pip install 'finetrack[onnx]' (or the packages)"
+        )
+
+
+def require_version(package: str, minimum: str, needed_for: str) -> None:
+    """Refuse a setting up front when an installed package is older than it needs."""
+    installed = importlib.metadata.version(package)
+    if Version(installed) < Version(minimum):
+        raise ValueError(
+            f"{needed_for} needs {package}>={minimum} ({installed} is installed): "
+            "pip install -U 'finetrack[onnx]'"
         )
 
 

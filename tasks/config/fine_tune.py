@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from tasks.config.checks import comma_list, require_onnx, validated
+from tasks.config.checks import comma_list, require_onnx, require_version, validated
 
 PACKAGED_MODEL = "packaged:all-MiniLM-L6-v2"
 
@@ -214,6 +214,8 @@ class FineTuneConfig(BaseModel):
     def _onnx_installed(cls, value: str) -> str:
         if value != "none":
             require_onnx("onnx", "onnxscript", "onnxruntime")
+        if value == "int8":  # blockwise 8-bit MatMulNBits: its quantiser and x86 kernels
+            require_version("onnxruntime", "1.22", "the int8 export")
         return value
 
     @property
