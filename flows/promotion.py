@@ -35,12 +35,15 @@ def promote(
     holdout: registry.Holdout,
     policy: registry.PromotionPolicy,
     challenger: np.ndarray | None = None,
+    details: str | None = None,
 ) -> registry.Decision:
     """`registry.promote_if_better`, one process at a time per registered model."""
     limit = f"promote-{model_name}"
     ensure_limit(limit)
     with concurrency(limit, occupy=1, strict=True, timeout_seconds=1800):
-        return registry.promote_if_better(client, model_name, version, holdout, policy, challenger)
+        return registry.promote_if_better(
+            client, model_name, version, holdout, policy, challenger, details
+        )
 
 
 def register_and_promote(
@@ -58,10 +61,8 @@ def register_and_promote(
     `export`: the model's checked ONNX export, whose parity and speed-up the version's
     description then gives too."""
     version = registry.register(client, model_uri, model_name, run_id)
-    decision = promote(client, model_name, version, holdout, policy, challenger)
-    if export is not None:
-        description = f"{decision.describe()}\n\n{export.describe()}"
-        client.update_model_version(model_name, version, description=description)
+    details = export.describe() if export is not None else None
+    decision = promote(client, model_name, version, holdout, policy, challenger, details)
     for key, value in decision.as_tags().items():
         client.set_tag(run_id, key, value)
     tracking.log_metrics(client, run_id, decision.metrics())

@@ -85,21 +85,20 @@ def quantize_int8(source: Path, out: Path, block_size: int = 16, accuracy_level:
     (blocks of 32: 99.51% / 99.36%; dynamic per-channel int8: 96.08% / 97.04%;
     bench/recorded/2026-12-06-cpu-avx512bf16-int8-blockwise)."""
     import onnx
-    from onnxruntime.quantization import QuantFormat
 
     root = logging.getLogger()
     handlers, root_level = list(root.handlers), root.level
     from onnxruntime.quantization.matmul_nbits_quantizer import (  # calls logging.basicConfig
-        DefaultWeightOnlyQuantConfig,
         MatMulNBitsQuantizer,
     )
 
     root.handlers[:] = handlers
     root.setLevel(root_level)
 
-    settings = {"block_size": block_size, "is_symmetric": True, "accuracy_level": accuracy_level}
-    config = DefaultWeightOnlyQuantConfig(bits=8, quant_format=QuantFormat.QOperator, **settings)
-    quantizer = MatMulNBitsQuantizer(onnx.load(str(source)), bits=8, algo_config=config, **settings)
+    quantizer = MatMulNBitsQuantizer(
+        onnx.load(str(source)), bits=8, block_size=block_size, is_symmetric=True,
+        accuracy_level=accuracy_level,
+    )  # fmt: skip
     quantizer_log = logging.getLogger("onnxruntime.quantization.matmul_nbits_quantizer")
     level = quantizer_log.level
     quantizer_log.setLevel(logging.WARNING)  # a line per node it leaves alone

@@ -209,11 +209,13 @@ def promote_if_better(
     holdout: Holdout,
     policy: PromotionPolicy,
     challenger: np.ndarray | None = None,
+    details: str | None = None,
 ) -> Decision:
     """Score challenger and champion on the same holdout rows; move the alias only when the
     policy's test says the challenger is better (the first model always becomes champion).
     `challenger`: its labels, where the caller scored the logged model on these rows already
-    (as `predict_labels` does)."""
+    (as `predict_labels` does). `details`: more for the version's description, after the
+    decision (an ONNX export's parity and speed-up)."""
 
     def predicted(model_version: str) -> np.ndarray:
         uri = f"models:/{name}/{model_version}"
@@ -243,6 +245,7 @@ def promote_if_better(
         )  # fmt: skip
     if decision.promoted:
         client.set_registered_model_alias(name, CHAMPION, version)
-    client.update_model_version(name, version, description=decision.describe())
+    description = "\n\n".join(part for part in (decision.describe(), details) if part)
+    client.update_model_version(name, version, description=description)
     log.info("%s: %s", name, decision.describe())
     return decision
