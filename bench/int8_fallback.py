@@ -32,6 +32,11 @@ Variants are named by dash-separated tokens:
   `blockwise-b16-acc4`): MatMulNBits, symmetric int8 weights in blocks of N along the inner
   dimension; accuracy level 4 multiplies in int8 with each row's activations quantised per
   block, level 1 dequantises the weights and multiplies in fp32.
+- `-sq<NN>` (static, fallback and `fp32`): SmoothQuant (Xiao et al., 2023) before quantising,
+  alpha NN/100: each encoder Linear computes `linear(x / s)` with its weight's input columns
+  times `s`, `s_j = max|x_j|^alpha / max|W_j|^(1 - alpha)` from the calibration rows, so the
+  same function puts the activations' large channels into the weights. `fp32-sq<NN>` is the
+  smoothed graph unquantised (it must agree with fp32).
 - `fallback-<static options>`: accuracy-driven fallback on that static variant. Each MatMul's
   harm is measured alone (only that node quantised: label flips against fp32 on
   `--selection-rows` train rows not used for calibration, then the mean probability change),
@@ -52,6 +57,7 @@ from __future__ import annotations
 import argparse
 import ast
 import contextlib
+import copy
 import logging
 import os
 import shutil
@@ -83,7 +89,13 @@ from onnxruntime.quantization.shape_inference import quant_pre_process
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from bench.common import RESULTS, save
-from tasks.onnx_export import MAX_ACCURACY_DROP, MIN_LABEL_AGREEMENT, export_onnx, quantize_int8
+from tasks.onnx_export import (
+    MAX_ACCURACY_DROP,
+    MIN_LABEL_AGREEMENT,
+    export_onnx,
+    quantize_int8,
+    write_graph,
+)
 from tasks.tokenization import by_length
 
 DEFAULT_VARIANTS = (
@@ -127,6 +139,7 @@ class Variant:
     matmul_only: bool = False  # dynamic: leave Gather (embeddings) alone
     block_size: int = 16  # blockwise
     accuracy_level: int = 4  # blockwise
+    smooth_alpha: float | None = None  # SmoothQuant's alpha; None: not smoothed
 
     @property
     def op_types(self) -> list[str]:
@@ -139,12 +152,14 @@ FLAGS = {"weights": "weights_only", "gemm": "gemm", "rr": "reduce_range", "sym":
 
 def parse_variant(name: str) -> Variant:
     kind, *tokens = name.split("-")
-    if kind not in ("dynamic", "static", "fallback", "blockwise"):
-        raise ValueError(f"{name}: starts with dynamic, static, blockwise or fallback")
+    if kind not in ("dynamic", "static", "fallback", "blockwise", "fp32"):
+        raise ValueError(f"{name}: starts with dynamic, static, blockwise, fallback or fp32")
     variant = Variant(name, kind)
     for token in tokens:
         if token.startswith("acc") and token[3:].isdigit():
             variant = replace(variant, accuracy_level=int(token[3:]))
+        elif token.startswith("sq") and token[2:].isdigit():
+            variant = replace(variant, smooth_alpha=int(token[2:]) / 100)
         elif token.startswith("b") and token[1:].isdigit():
             variant = replace(variant, block_size=int(token[1:]))
         elif token in ACTIVATIONS:
@@ -155,6 +170,8 @@ def parse_variant(name: str) -> Variant:
             variant = replace(variant, **{FLAGS[token]: True})
         else:
             raise ValueError(f"{name}: unknown token {token!r}")
+    if variant.smooth_alpha is not None and kind not in ("static", "fallback", "fp32"):
+        raise ValueError(f"{name}: sq<NN> goes with static, fallback or fp32")
     return variant
 
 
@@ -563,33 +580,108 @@ def candidates(nodes: list[MatMulNode], variant: Variant) -> list[MatMulNode]:
     ]  # fmt: skip
 
 
+# ----------------------------------------------------------------------------- SmoothQuant
+
+
+class Smoothed(torch.nn.Module):
+    """`linear` applied to x / scale, its weight's input columns times scale: the same
+    function, with the activation's large channels moved into the weight."""
+
+    def __init__(self, linear: torch.nn.Linear, scale: torch.Tensor):
+        super().__init__()
+        self.linear = copy.deepcopy(linear)
+        self.linear.weight.data.mul_(scale)
+        self.register_buffer("inverse", 1 / scale)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(x * self.inverse)
+
+
+def input_maxima(model: torch.nn.Module, feeds: list[dict]) -> dict[str, torch.Tensor]:
+    """The largest |value| per input channel that each encoder Linear sees on `feeds`."""
+    maxima: dict[str, torch.Tensor] = {}
+
+    def recorder(name: str):
+        def record(_module, args) -> None:
+            seen = args[0].detach().abs().flatten(0, -2).amax(0)
+            maxima[name] = torch.maximum(maxima[name], seen) if name in maxima else seen
+
+        return record
+
+    handles = [
+        module.register_forward_pre_hook(recorder(name))
+        for name, module in model.named_modules()
+        if isinstance(module, torch.nn.Linear) and ".encoder.layer." in name
+    ]
+    with torch.no_grad():
+        for feed in feeds:
+            model(**{key: torch.from_numpy(value) for key, value in feed.items()})
+    for handle in handles:
+        handle.remove()
+    return maxima
+
+
+def smooth(model: torch.nn.Module, feeds: list[dict], alpha: float) -> torch.nn.Module:
+    """A copy of `model` with every encoder Linear `Smoothed` by SmoothQuant's scale."""
+    smoothed = copy.deepcopy(model)
+    for name, activation in input_maxima(smoothed, feeds).items():
+        parent, _, child = name.rpartition(".")
+        linear = smoothed.get_submodule(name)
+        weight = linear.weight.detach().abs().amax(0)
+        scale = activation.clamp(min=1e-5) ** alpha / weight.clamp(min=1e-5) ** (1 - alpha)
+        setattr(smoothed.get_submodule(parent), child, Smoothed(linear, scale.clamp(min=1e-5)))
+    return smoothed.eval()
+
+
+def smoothed_quantiser(
+    model: torch.nn.Module, bench: Bench, quantiser: Quantiser, alpha: float
+) -> Quantiser:
+    """A quantiser of the model smoothed with `alpha` on the calibration rows."""
+    folder = quantiser.folder / f"sq{round(alpha * 100)}"
+    (folder / "fp32").mkdir(parents=True, exist_ok=True)
+    graph = write_graph(smooth(model, quantiser.calibration, alpha), bench.tokenizer,
+                        folder / "fp32" / "model.onnx")  # fmt: skip
+    return make_quantiser(graph, folder, quantiser.calibration)[0]
+
+
 # ----------------------------------------------------------------------------- main
 
 
 def build(
-    variant: Variant, quantiser: Quantiser, bench: Bench, nodes: list, args: argparse.Namespace
+    variant: Variant, quantiser: Quantiser, bench: Bench, args: argparse.Namespace
 ) -> tuple[Path, dict | None]:
     out = quantiser.folder / f"{variant.name}.onnx"
+    if variant.kind == "fp32":
+        return quantiser.fp32, None
     if variant.kind == "dynamic":
         return quantiser.dynamic(variant, out), None
     if variant.kind == "static":
         return quantiser.static(variant, out), None
     if variant.kind == "blockwise":
         return quantize_int8(quantiser.fp32, out, variant.block_size, variant.accuracy_level), None
-    chosen = candidates(nodes, variant)
+    chosen = candidates(quantiser.nodes, variant)
     return fallback(bench, quantiser, variant, chosen, args.selection_target, args.max_fallback)
 
 
-def prepare(args: argparse.Namespace, folder: Path) -> tuple[Bench, Quantiser, Path, dict, dict]:
+def make_quantiser(fp32: Path, folder: Path, calibration: list) -> tuple[Quantiser, dict]:
+    """A quantiser of the graph `fp32`, its pre-processed copy and calibration caches in
+    `folder`, and what pre-processing did."""
+    source = folder / "pre" / "model.onnx"
+    source.parent.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(folder / "calibration", ignore_errors=True)  # caches of an earlier run
+    (folder / "calibration").mkdir()
+    preprocessing = pre_process(fp32, source)
+    start = source if preprocessing["pre_processed"] else fp32
+    return Quantiser(fp32, start, folder, calibration, matmul_nodes(fp32)), preprocessing
+
+
+def prepare(
+    args: argparse.Namespace, folder: Path
+) -> tuple[Bench, Quantiser, torch.nn.Module, dict, dict]:
     """Export, pre-process, tokenise, and score the torch fp32 reference."""
     model = AutoModelForSequenceClassification.from_pretrained(args.model_dir).float().eval()
     tokenizer = AutoTokenizer.from_pretrained(args.model_dir)
     fp32 = export_onnx(model, tokenizer, folder / "fp32", "fp32") / "model.onnx"
-    source = folder / "pre" / "model.onnx"
-    source.parent.mkdir(exist_ok=True)
-    shutil.rmtree(folder / "calibration", ignore_errors=True)  # caches of an earlier run
-    (folder / "calibration").mkdir()
-    preprocessing = pre_process(fp32, source)
     names = [graph_input.name for graph_input in session(fp32).get_inputs()]
 
     train = read_split(args.data_dir, "train")
@@ -617,9 +709,8 @@ def prepare(args: argparse.Namespace, folder: Path) -> tuple[Bench, Quantiser, P
         **{split: agreement(bench, split, reference[split]) for split in ("validation", "test")},
         **batch_dependence(bench, predict),
     }
-    start = source if preprocessing["pre_processed"] else fp32
-    quantiser = Quantiser(fp32, start, folder, calibration, matmul_nodes(fp32))
-    return bench, quantiser, fp32, preprocessing, torch_row
+    quantiser, preprocessing = make_quantiser(fp32, folder, calibration)
+    return bench, quantiser, model, preprocessing, torch_row
 
 
 def table(results: dict[str, dict]) -> str:
@@ -650,15 +741,19 @@ def table(results: dict[str, dict]) -> str:
 
 def run(args: argparse.Namespace, folder: Path) -> dict:
     variants = [parse_variant(name) for name in args.variants.split(",")]
-    bench, quantiser, fp32, preprocessing, torch_row = prepare(args, folder)
-    nodes = quantiser.nodes
-    results = {"torch fp32": torch_row, "onnx fp32": measure(bench, fp32, folder)}
+    bench, quantiser, model, preprocessing, torch_row = prepare(args, folder)
+    results = {"torch fp32": torch_row, "onnx fp32": measure(bench, quantiser.fp32, folder)}
     seconds, fallbacks, failures = {}, {}, {}
+    smoothed: dict[float, Quantiser] = {}
     for variant in variants:
         print(f"variant {variant.name}", flush=True)
         started = time.perf_counter()
         try:
-            path, record = build(variant, quantiser, bench, nodes, args)
+            alpha = variant.smooth_alpha
+            if alpha is not None and alpha not in smoothed:
+                smoothed[alpha] = smoothed_quantiser(model, bench, quantiser, alpha)
+            chosen = quantiser if alpha is None else smoothed[alpha]
+            path, record = build(variant, chosen, bench, args)
             built = time.perf_counter() - started
             results[variant.name] = measure(bench, path, folder)
         except Exception as error:  # recorded; the other variants still run
@@ -679,7 +774,7 @@ def run(args: argparse.Namespace, folder: Path) -> dict:
         "rows": {split: len(rows) for split, rows in bench.splits.items()},
         "calibration_rows": args.calibration_rows,
         "preprocessing": preprocessing,
-        "nodes": [asdict(node) for node in nodes],
+        "nodes": [asdict(node) for node in quantiser.nodes],
         "variants": [asdict(variant) for variant in variants],
         "results": results,
         "fallback": fallbacks,

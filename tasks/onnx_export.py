@@ -33,27 +33,42 @@ ONNX_REQUIREMENTS = ("onnxruntime", "transformers", "mlflow")  # what serving it
 def export_onnx(model, tokenizer, folder: Path, precision: OnnxPrecision) -> Path:
     """Write `model.onnx` (batch and sequence length dynamic), the tokenizer and the model
     config (label names) into `folder`; returns the folder."""
-    import torch
-
     folder.mkdir(parents=True, exist_ok=True)
     # a fresh module with the trained weights: the Trainer's model keeps accelerate's bf16
     # autocast around its forward, which the exporter would trace into bf16 MatMuls
     cpu_model = type(model)(model.config)
     cpu_model.load_state_dict({k: v.float().cpu() for k, v in model.state_dict().items()})
     cpu_model.eval()
+    graph = folder / ("model.onnx" if precision == "fp32" else "model.fp32.onnx")
+    write_graph(cpu_model, tokenizer, graph)
+    if precision == "int8":
+        quantize_int8(graph, folder / "model.onnx")
+        graph.unlink()
+        for data in folder.glob("model.fp32.onnx*"):  # external weights, if any
+            data.unlink()
+    tokenizer.save_pretrained(folder)
+    cpu_model.config.save_pretrained(folder)
+    log.info("exported ONNX (%s) to %s", precision, folder)
+    return folder
+
+
+def write_graph(module, tokenizer, graph: Path) -> Path:
+    """`module` (fp32, on the CPU, in eval mode) as an ONNX graph at `graph`, its inputs
+    the tokenizer's and their batch and sequence dimensions dynamic."""
+    import torch
+
     sample = tokenizer(
         ["a sentence", "another one"], ["a pair", "b"], padding=True, return_tensors="pt"
     )
     names = [name for name in ("input_ids", "attention_mask", "token_type_ids") if name in sample]
     dims = {0: torch.export.Dim("batch"), 1: torch.export.Dim("sequence")}
-    graph = folder / ("model.onnx" if precision == "fp32" else "model.fp32.onnx")
     exporter_log = logging.getLogger("torch.onnx")
     level = exporter_log.level
     exporter_log.setLevel(logging.ERROR)  # "torchvision is not installed": it is not needed
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # exporter chatter about traced shapes
         torch.onnx.export(
-            cpu_model,
+            module,
             (),
             str(graph),
             kwargs={name: sample[name] for name in names},
@@ -64,15 +79,7 @@ def export_onnx(model, tokenizer, folder: Path, precision: OnnxPrecision) -> Pat
             verbose=False,
         )
     exporter_log.setLevel(level)
-    if precision == "int8":
-        quantize_int8(graph, folder / "model.onnx")
-        graph.unlink()
-        for data in folder.glob("model.fp32.onnx*"):  # external weights, if any
-            data.unlink()
-    tokenizer.save_pretrained(folder)
-    cpu_model.config.save_pretrained(folder)
-    log.info("exported ONNX (%s) to %s", precision, folder)
-    return folder
+    return graph
 
 
 def quantize_int8(source: Path, out: Path, block_size: int = 16, accuracy_level: int = 4) -> Path:
