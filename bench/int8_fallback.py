@@ -585,11 +585,12 @@ def candidates(nodes: list[MatMulNode], variant: Variant) -> list[MatMulNode]:
 
 class Smoothed(torch.nn.Module):
     """`linear` applied to x / scale, its weight's input columns times scale: the same
-    function, with the activation's large channels moved into the weight."""
+    function, with the activation's large channels moved into the weight. Takes `linear`
+    over (its weight is scaled in place): `smooth` hands it the copy's own."""
 
     def __init__(self, linear: torch.nn.Linear, scale: torch.Tensor):
         super().__init__()
-        self.linear = copy.deepcopy(linear)
+        self.linear = linear
         self.linear.weight.data.mul_(scale)
         self.register_buffer("inverse", 1 / scale)
 

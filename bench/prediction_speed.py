@@ -33,11 +33,11 @@ from tasks import onnx_export, packaging, tracking
 from tasks.config import PACKAGED_MODEL
 from tasks.machine_recipe import native_bf16
 from tasks.model import load_model, resolve_model
-from tasks.onnx_export import ONNX_REQUIREMENTS, export_onnx
+from tasks.onnx_export import ONNX_REQUIREMENTS, export_onnx, serving_device
 from tasks.registry import Holdout, timed_labels
 from tasks.uncertainty import Scoring
 
-DEVICE = "cuda" if torch.cuda.is_available() else "cpu"  # where the logged model runs too
+DEVICE = serving_device()  # where the logged model runs too
 
 
 def plain_forward(model, tokenizer, frame: pd.DataFrame, bf16: bool) -> np.ndarray:

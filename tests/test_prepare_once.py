@@ -94,10 +94,19 @@ def test_search_with_confirmation_loads_and_tokenizes_once(mrpc_dir, tmp_path, c
     decision = summary["decision"]
     expected = scores(rows["label"], rescored["label"])[decision.metric]
     assert decision.challenger_score == pytest.approx(expected, abs=1e-12)
-    # the registered winner's description gives its export's recorded parity and speed-up
-    client = MlflowClient(train.tracking_uri)
-    metrics = client.get_run(summary["winner"]["run_id"]).data.metrics
-    description = client.get_model_version("once-model", decision.challenger_version).description
+    assert_version_gives_export_parity(
+        MlflowClient(train.tracking_uri), summary["winner"]["run_id"], "once-model",
+        decision.challenger_version,
+    )  # fmt: skip
+
+
+def assert_version_gives_export_parity(
+    client: MlflowClient, run_id: str, model_name: str, version: str
+) -> None:
+    """The registered version's description gives its run's recorded export parity and
+    speed-up."""
+    metrics = client.get_run(run_id).data.metrics
+    description = client.get_model_version(model_name, version).description
     assert f"on {metrics['onnx_label_agreement']:.2%} of the validation rows" in description
     assert f"{metrics['onnx_speedup']:.2f}x the full model's rows per second" in description
 
@@ -110,16 +119,10 @@ def test_retrain_loads_and_tokenizes_once(mrpc_dir, tmp_path, calls):
     result = retrain(RetrainConfig(train=train, registered_model_name="once-rt"))
     assert result["decision"].promoted
     assert calls == {"load_data": 1, "tokenize": 1}
-    # the registered version's description gives the export's recorded parity and speed-up
-    client = MlflowClient(train.tracking_uri)
-    metrics = client.get_run(result["run_id"]).data.metrics
-    description = client.get_model_version("once-rt", result["decision"].challenger_version)
-    assert f"on {metrics['onnx_label_agreement']:.2%} of the validation rows" in (
-        description.description
-    )
-    assert f"{metrics['onnx_speedup']:.2f}x the full model's rows per second" in (
-        description.description
-    )
+    assert_version_gives_export_parity(
+        MlflowClient(train.tracking_uri), result["run_id"], "once-rt",
+        result["decision"].challenger_version,
+    )  # fmt: skip
 
 
 def test_fine_tune_never_reads_back_its_own_run(mrpc_dir, tmp_path, calls, run_reads):
